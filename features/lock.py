@@ -1,0 +1,53 @@
+"""One writer per store: an advisory lock that the kernel drops when its holder dies.
+
+`fcntl.flock` is released on process exit, kill -9 included, so a crashed run never
+leaves a stale lock behind for the next run to trip over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class StoreBusyError(RuntimeError):
+    """Another process is writing the same store."""
+
+
+def lock_path(store: str | Path) -> Path:
+    store = Path(store)
+    return store.with_name(store.name + ".lock")
+
+
+@contextlib.contextmanager
+def exclusive_lock(store: str | Path) -> Iterator[None]:
+    """Hold the store's lock for the block, or raise StoreBusyError at once."""
+    path = lock_path(store)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreBusyError(
+                f"Another extract-features is writing '{store}' (it holds '{path}'); "
+                "wait for it to finish or write to another -o file."
+            ) from None
+        # The previous holder may have unlinked the file between our open and flock:
+        # then we locked a dead inode, and must start over on the live one.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)

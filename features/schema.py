@@ -1,0 +1,92 @@
+"""Names and provenance of the feature store: the contract that plain h5py users read.
+
+Root of every store file (the main store and each part file alike):
+
+    features         float32|float16 [N, D]  chunked, resizable; one row per image
+    labels           int32 [N]               index into ``classes``
+    paths            utf-8 str [N]           path relative to the image folder, '/'-separated
+    sha256           ascii bytes S64 [N]     hex sha256 of each image file's bytes
+    classes          utf-8 str [C]           sorted class-folder names
+    skipped/paths    utf-8 str [K]           files that looked like images but could not be read
+    skipped/reasons  utf-8 str [K]
+    skipped/sha256   S64 [K]                 so an unchanged bad file is not retried
+
+Attributes carry the provenance below; ``IDENTITY_KEYS`` are the ones that make two
+stores' rows comparable, so a store is never extended by a run that differs in any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+FEATURES = "features"
+LABELS = "labels"
+PATHS = "paths"
+HASHES = "sha256"
+CLASSES = "classes"
+SKIPPED_PATHS = "skipped/paths"
+SKIPPED_REASONS = "skipped/reasons"
+SKIPPED_HASHES = "skipped/sha256"
+
+STRING = h5py.string_dtype("utf-8")
+HASH_DTYPE = "S64"
+STORAGE_DTYPES = ("float32", "float16")
+COMPRESSIONS = ("none", "gzip", "lzf")
+
+# Rows per chunk of `features`: 64 x 4096 float32 = 1 MiB, the top of h5py's advice
+# (10 KiB - 1 MiB); bench/ measured it against 1, 16 and 256 rows (README, Performance).
+CHUNK_BYTES = 1 << 20
+
+IDENTITY_KEYS = ("model", "layer", "weights", "input_size", "resize", "preprocessing", "dtype")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What produced a store's rows. Rows from stores with different identities never mix."""
+
+    model: str
+    layer: str
+    weights: str  # "imagenet", "none (seed 0)" or "sha256:<hex>" of a weights file
+    input_size: int
+    resize: str
+    preprocessing: str
+    dtype: str = "float32"
+
+    def as_attrs(self) -> dict[str, str | int]:
+        return {key: getattr(self, key) for key in IDENTITY_KEYS}
+
+    @classmethod
+    def from_attrs(cls, attrs: h5py.AttributeManager | dict) -> Identity:
+        missing = [key for key in IDENTITY_KEYS if key not in attrs]
+        if missing:
+            raise ValueError(f"attributes {missing} are missing")
+        values = {key: attrs[key] for key in IDENTITY_KEYS}
+        values["input_size"] = int(values["input_size"])
+        return cls(**{k: v if not isinstance(v, bytes) else v.decode() for k, v in values.items()})
+
+    def differences(self, other: Identity) -> list[str]:
+        """Human-readable list of fields that differ, e.g. ["weights: 'none (seed 0)' vs 'imagenet'"]."""
+        return [
+            f"{key}: {getattr(self, key)!r} vs {getattr(other, key)!r}"
+            for key in IDENTITY_KEYS
+            if getattr(self, key) != getattr(other, key)
+        ]
+
+
+def chunk_rows(dim: int, dtype: str) -> int:
+    """Rows per `features` chunk so one chunk is about CHUNK_BYTES."""
+    return max(1, CHUNK_BYTES // (dim * np.dtype(dtype).itemsize))
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in blocks so memory stays flat for large weights files."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
