@@ -96,7 +96,7 @@ def format_summary(summary: Summary) -> str:
     if summary.ignored:
         lines.append(f"ignored {len(summary.ignored)} entries (see the warnings above)")
     if summary.dropped:
-        lines.append(f"dropped {summary.dropped} stored rows of files that were removed or changed")
+        lines.append(f"dropped {summary.dropped} stored rows of files no longer in the folder")
     if not summary.up_to_date:
         lines.append(f"elapsed {summary.elapsed_s:.1f} s, {summary.images_per_s:.1f} images/s")
     return "\n".join(lines)

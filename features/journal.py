@@ -133,7 +133,7 @@ class PartWriter:
 class Consolidated:
     rows: int
     skipped: int
-    dropped: int  # records of files that vanished or changed since they were stored
+    dropped: int  # records of files no longer in the folder (changed files are replaced)
 
 
 def consolidate(
