@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _os_error_sentence(error: OSError, output: str) -> str:
-    if error.errno == errno.ENOSPC or "No space left" in str(error) or "errno = 28" in str(error):
-        return (f"Ran out of disk space while writing '{output}'; free some space and run the same "
-                "command again: everything committed so far is kept.")
+    if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or "No space left" in str(error):
+        return (f"Ran out of disk space while writing '{output}' ({error.strerror}); free some "
+                "space and run the same command again: everything committed so far is kept.")
     return (f"{error.strerror or error} ({error.filename or output}); fix that and run the same "
             "command again: everything committed so far is kept.")
 

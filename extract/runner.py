@@ -114,14 +114,17 @@ def extract_features(
     flush_rows: int = 256,
     progress: bool = True,
     command: str | None = None,
-    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    backbone: Backbone | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Summary:
     """Extract fc2 rows for every image under `directory` not yet in `output`.
 
     Resumable: rows are committed every `flush_rows` images, and a second run only
     computes what is missing, changed or new. Refuses a store made with other
-    weights, model, layer, preprocessing or dtype.
+    weights, model, layer, preprocessing or dtype. `backbone`: an already loaded model
+    to reuse across calls (it must match `weights`, `seed` and `dtype`).
     """
+    log = log or _log_above_progress_bar
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
     if batch_size < 1:
@@ -132,6 +135,8 @@ def extract_features(
     _check_output(output)
     spec = WeightsSpec.parse(weights, seed)
     identity = pipeline_identity(spec.identity_string(), dtype)
+    if backbone is not None and backbone.identity != identity:
+        raise ValueError(f"the backbone given makes other rows: {backbone.identity.differences(identity)}")
     for path, why in folder.ignored:
         log(f"ignored {path}: {why}")
     with exclusive_lock(output):
@@ -149,7 +154,7 @@ def extract_features(
         if todo:
             log(f"extracting {len(todo)} of {len(folder.files)} images in '{folder.root}' "
                 f"with VGG16 {identity.layer}, weights {identity.weights}")
-            backbone = Backbone(spec, dtype=dtype)
+            backbone = backbone or Backbone(spec, dtype=dtype)
             writer = PartWriter(output, identity=identity, classes=folder.classes, attrs=attrs,
                                 flush_rows=flush_rows)
             loop_start = time.perf_counter()
@@ -162,7 +167,7 @@ def extract_features(
                         if reason is not None:
                             writer.add_skipped(path, reason, sha)
                             skipped_now += 1
-                            tqdm.write(f"skipped {folder.root / path}: {reason}", file=sys.stderr)
+                            log(f"skipped {folder.root / path}: {reason}")
                     if len(rows):
                         writer.add_rows(rows, paths, [present[p] for p in paths])
                         added += len(paths)
@@ -190,6 +195,10 @@ def _embed_groups(folder: ImageFolder, todo: list[str], backbone: Backbone, batc
         readable = [d.key for d in group if d.pixels is not None]
         rows = backbone.embed(stack_pixels(group)) if readable else np.zeros((0, 0), np.float32)
         yield rows, readable, [(d.key, d.sha256, d.reason) for d in group]
+
+
+def _log_above_progress_bar(line: str) -> None:
+    tqdm.write(line, file=sys.stderr)
 
 
 def _progress(groups, total: int, enabled: bool):

@@ -122,7 +122,7 @@ class PartWriter:
         write_store(
             directory / f"part-{self._next_part:06d}.h5",
             features=rows, paths=self._paths, hashes=self._hashes, classes=self.classes,
-            identity=self.identity, skipped=self._skipped, attrs=self.attrs,
+            identity=self.identity, skipped=self._skipped, attrs=self.attrs, in_memory=True,
         )
         self._next_part += 1
         self.committed_rows += len(self._paths)
@@ -164,7 +164,8 @@ def consolidate(
         if len(dims) > 1:
             raise StoreError(f"'{store}' and its parts disagree on the feature size: {sorted(dims)}.")
         dim = dims.pop() if dims else (sources[0].shape[1] if sources else 1)
-        with atomic_store(store) as out:
+        itemsize = np.dtype(identity.dtype).itemsize
+        with atomic_store(store, expected_bytes=len(stored) * dim * itemsize) as out:
             target = create_layout(out, n_rows=len(stored), dim=dim, identity=identity,
                                    compression=compression)
             for start in range(0, len(stored), block_rows):

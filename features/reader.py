@@ -194,7 +194,7 @@ def _unfinished_message(path: Path, pending: list[Path], attrs: dict | None = No
         except (OSError, KeyError):
             continue
     attrs = attrs or (_first_attrs(pending[0]) if pending else {})
-    command = attrs.get("command", f"extract-features DIR -o {path}")
+    command = attrs.get("command") or f"extract-features DIR -o {path}"
     return (
         f"'{path}' is unfinished: its extraction stopped with {rows} new images in "
         f"'{parts_dir(path)}'; run `{command}` again to finish it."

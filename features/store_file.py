@@ -4,12 +4,21 @@ Every file headstart writes (each part of a running extraction, and the consolid
 store) goes through `atomic_store`, so a reader or a crash never meets a half-written
 file: either the old file, or the new one, never a truncated mix (h5py does not promise
 that `flush()` survives a killed writer; rename does).
+
+Small files (parts) are built in memory and written with plain file I/O: when the disk
+fills during an HDF5 write, h5py fails while closing and can crash the process later,
+whereas a plain write fails with a clean OSError. Large files (the merged store) are
+written by HDF5 directly, after checking that the disk has room for them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
+import resource
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,20 +29,55 @@ from . import schema
 
 
 @contextlib.contextmanager
-def atomic_store(path: str | Path) -> Iterator[h5py.File]:
-    """Yield an h5py.File that becomes `path` only when the block finishes without error."""
+def atomic_store(path: str | Path, *, in_memory: bool = False,
+                 expected_bytes: int = 0) -> Iterator[h5py.File]:
+    """Yield an h5py.File that becomes `path` only when the block finishes without error.
+
+    in_memory: build the file in RAM, then write it out with plain I/O (for small files).
+    expected_bytes: refuse up front, with ENOSPC, when the disk has less room than this.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as handle:
-            yield handle
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
+        if in_memory:
+            buffer = io.BytesIO()
+            with h5py.File(buffer, "w") as handle:
+                yield handle
+            with open(tmp, "wb") as raw:
+                raw.write(buffer.getbuffer())
+                raw.flush()
+                os.fsync(raw.fileno())
+        else:
+            ensure_free_space(path.parent, expected_bytes, path)
+            try:
+                with h5py.File(tmp, "w") as handle:
+                    yield handle
+            except RuntimeError as error:  # h5py reports failed writes at close this way
+                code = errno.ENOSPC if "errno = 28" in str(error) else errno.EIO
+                raise OSError(code, f"writing {path} failed: {error}") from None
+            with open(tmp, "rb+") as raw:
+                os.fsync(raw.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def ensure_free_space(directory: Path, needed: int, path: Path) -> None:
+    """Raise before writing `needed` bytes (plus 5%) where the disk or `ulimit -f` has no room."""
+    if not needed:
+        return
+    needed = int(needed * 1.05) + (1 << 20)
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No space left on device: writing '{path}' needs about "
+                      f"{needed / 1e6:.0f} MB, {free / 1e6:.0f} MB free", str(path))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < needed:
+        raise OSError(errno.EFBIG, f"File too large: writing '{path}' needs about "
+                      f"{needed / 1e6:.0f} MB, the file-size limit (ulimit -f) is "
+                      f"{limit / 1e6:.0f} MB", str(path))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -110,6 +154,7 @@ def write_store(
     skipped: Sequence[tuple[str, str, str]] = (),
     attrs: dict | None = None,
     compression: str = "none",
+    in_memory: bool = False,
 ) -> Path:
     """Write a whole store in one atomic step (parts of a run, synthetic stores in tests).
 
@@ -120,7 +165,7 @@ def write_store(
         raise ValueError(
             f"features {features.shape}, {len(paths)} paths and {len(hashes)} hashes do not line up"
         )
-    with atomic_store(path) as handle:
+    with atomic_store(path, in_memory=in_memory, expected_bytes=features.nbytes) as handle:
         dataset = create_layout(
             handle, n_rows=len(features), dim=features.shape[1], identity=identity,
             compression=compression,

@@ -77,3 +77,36 @@ def cached_backbones(monkeypatch, backbone_cache):
 
 def random_rows(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, dim), dtype=np.float32)
+
+
+class FakeBackbone:
+    """A stand-in for VGG16 that makes deterministic rows from pixels in microseconds.
+
+    It exercises everything around the model (planning, decoding, committing, resuming)
+    at hundreds of images per second, so fault tests can interrupt many runs.
+    """
+
+    def __init__(self, delay_s: float = 0.0):
+        from headstart.extract.backbone import pipeline_identity
+
+        self.identity = pipeline_identity("none (seed 0)")
+        self.delay_s = delay_s
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(self.delay_s)
+        flat = pixels.reshape(len(pixels), -1)[:, :4096].astype(np.float32)
+        return flat * 0.5 + 1.0
+
+
+def many_images(root: Path, count: int) -> Path:
+    """`count` real photo files (copies of the samples), alternating between Cat/ and Dog/."""
+    cats, dogs = (sorted((SAMPLE_PETS / cls).glob("*.jpg")) for cls in ("Cat", "Dog"))
+    sources = [photo for pair in zip(cats, dogs) for photo in pair]
+    for i in range(count):
+        src = sources[i % len(sources)]
+        dst = root / src.parent.name / f"{i:04d}.jpg"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    return root

@@ -25,15 +25,13 @@ def rows_by_path(path):
 
 
 @pytest.mark.slow
-def test_rows_equal_keras_own_vgg16_pipeline(tmp_path, seeded_weights, backbone_cache, monkeypatch):
+def test_rows_equal_keras_own_vgg16_pipeline(tmp_path, seeded_weights, backbone_cache):
     """Reference: Keras load_img(bilinear) + img_to_array + preprocess_input + VGG16 fc2."""
     import keras
 
-    import headstart.extract.runner as runner
-
     folder = small_pets(tmp_path / "pets", 3)
-    monkeypatch.setattr(runner, "Backbone", lambda spec, dtype: backbone_cache(spec, dtype))
-    run(folder, tmp_path / "f.h5", weights=str(seeded_weights), batch_size=4)
+    backbone = backbone_cache(WeightsSpec.parse(str(seeded_weights)))
+    run(folder, tmp_path / "f.h5", weights=str(seeded_weights), batch_size=4, backbone=backbone)
     vgg = keras.applications.VGG16(weights=None)
     vgg.load_weights(seeded_weights)
     fc2 = keras.Model(vgg.input, vgg.get_layer("fc2").output)
