@@ -109,6 +109,7 @@ def extract_features(
     seed: int = 0,
     batch_size: int = 32,
     dtype: str = "float32",
+    precision: str = "float32",
     compression: str = "none",
     workers: int | None = None,
     flush_rows: int = 256,
@@ -121,8 +122,9 @@ def extract_features(
 
     Resumable: rows are committed every `flush_rows` images, and a second run only
     computes what is missing, changed or new. Refuses a store made with other
-    weights, model, layer, preprocessing or dtype. `backbone`: an already loaded model
-    to reuse across calls (it must match `weights`, `seed` and `dtype`).
+    weights, model, layer, preprocessing, dtype or precision. `backbone`: an already
+    loaded model to reuse across calls (it must match `weights`, `seed`, `dtype` and
+    `precision`). With several GPUs, `batch_size` is per GPU.
     """
     log = log or _log_above_progress_bar
     if dtype not in STORAGE_DTYPES:
@@ -134,7 +136,7 @@ def extract_features(
     output = Path(output)
     _check_output(output)
     spec = WeightsSpec.parse(weights, seed)
-    identity = pipeline_identity(spec.identity_string(), dtype)
+    identity = pipeline_identity(spec.identity_string(), dtype, precision)
     if backbone is not None and backbone.identity != identity:
         raise ValueError(f"the backbone given makes other rows: {backbone.identity.differences(identity)}")
     for path, why in folder.ignored:
@@ -154,7 +156,8 @@ def extract_features(
         if todo:
             log(f"extracting {len(todo)} of {len(folder.files)} images in '{folder.root}' "
                 f"with VGG16 {identity.layer}, weights {identity.weights}")
-            backbone = backbone or Backbone(spec, dtype=dtype)
+            backbone = backbone or Backbone(spec, dtype=dtype, precision=precision)
+            batch_size *= getattr(backbone, "replicas", 1)  # --batch-size is per device
             writer = PartWriter(output, identity=identity, classes=folder.classes, attrs=attrs,
                                 flush_rows=flush_rows)
             loop_start = time.perf_counter()

@@ -42,7 +42,8 @@ COMPRESSIONS = ("none", "gzip", "lzf")
 # (10 KiB - 1 MiB); bench/ measured it against 1, 16 and 256 rows (README, Performance).
 CHUNK_BYTES = 1 << 20
 
-IDENTITY_KEYS = ("model", "layer", "weights", "input_size", "resize", "preprocessing", "dtype")
+IDENTITY_KEYS = ("model", "layer", "weights", "input_size", "resize", "preprocessing", "dtype",
+                 "precision")
 
 
 @dataclass(frozen=True)
@@ -55,17 +56,18 @@ class Identity:
     input_size: int
     resize: str
     preprocessing: str
-    dtype: str = "float32"
+    dtype: str = "float32"  # how rows are stored
+    precision: str = "float32"  # how the backbone computed them (mixed_float16 on GPUs)
 
     def as_attrs(self) -> dict[str, str | int]:
         return {key: getattr(self, key) for key in IDENTITY_KEYS}
 
     @classmethod
     def from_attrs(cls, attrs: h5py.AttributeManager | dict) -> Identity:
-        missing = [key for key in IDENTITY_KEYS if key not in attrs]
+        missing = [key for key in IDENTITY_KEYS if key not in attrs and key != "precision"]
         if missing:
             raise ValueError(f"attributes {missing} are missing")
-        values = {key: attrs[key] for key in IDENTITY_KEYS}
+        values = {key: attrs[key] for key in IDENTITY_KEYS if key in attrs}
         values["input_size"] = int(values["input_size"])
         return cls(**{k: v if not isinstance(v, bytes) else v.decode() for k, v in values.items()})
 

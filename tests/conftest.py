@@ -58,10 +58,10 @@ def backbone_cache():
 
     cache: dict = {}
 
-    def get(spec, dtype="float32"):
-        key = (spec, dtype)
+    def get(spec, dtype="float32", precision="float32"):
+        key = (spec, dtype, precision)
         if key not in cache:
-            cache[key] = Backbone(spec, dtype=dtype)
+            cache[key] = Backbone(spec, dtype=dtype, precision=precision)
         return cache[key]
 
     return get
@@ -72,7 +72,7 @@ def cached_backbones(monkeypatch, backbone_cache):
     """Make extract_features reuse session-built backbones instead of building its own."""
     import headstart.extract.runner as runner
 
-    monkeypatch.setattr(runner, "Backbone", lambda spec, dtype="float32": backbone_cache(spec, dtype))
+    monkeypatch.setattr(runner, "Backbone", lambda spec, **kw: backbone_cache(spec, **kw))
 
 
 def random_rows(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

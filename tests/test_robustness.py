@@ -166,7 +166,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from conftest import FakeBackbone
 import headstart.extract.runner as runner
-runner.Backbone = lambda spec, dtype="float32": FakeBackbone()
+runner.Backbone = lambda spec, **kw: FakeBackbone()
 from headstart.extract.cli import main
 sys.exit(main(sys.argv[1:]))
 """
