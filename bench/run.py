@@ -192,7 +192,6 @@ def bench_heads(work: Path, n: int, pets_store: Path | None) -> dict:
 
 def bench_store(work: Path, n: int) -> dict:
     import h5py
-
     from headstart.features import open_store
 
     result = {}
@@ -226,7 +225,6 @@ def bench_float16(work: Path, pets_store: Path | None) -> dict:
     if pets_store is None:
         return {"skipped": "needs --weights-file for a realistic pets-1k store"}
     import h5py
-
     from headstart.features import write_store
     from headstart.features.reader import open_h5, read_index
 

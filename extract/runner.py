@@ -21,7 +21,13 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..features import (
-    PartWriter, StoreError, consolidate, exclusive_lock, part_files, read_records, store_files,
+    PartWriter,
+    StoreError,
+    consolidate,
+    exclusive_lock,
+    part_files,
+    read_records,
+    store_files,
 )
 from ..features.journal import remove_stale_temporaries
 from ..features.schema import STORAGE_DTYPES

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from headstart.features import Identity
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_PETS = REPO / "examples" / "pets"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from headstart.features import open_store, part_files
 
 CLI = [sys.executable, "-m", "headstart.extract.cli"]

@@ -8,11 +8,14 @@ import os
 import numpy as np
 import pytest
 from conftest import write_image
-from PIL import Image
-
 from headstart.extract.images import (
-    FolderError, UnreadableImageError, decode_pixels, read_file, scan_folder,
+    FolderError,
+    UnreadableImageError,
+    decode_pixels,
+    read_file,
+    scan_folder,
 )
+from PIL import Image
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **save) -> bytes:

@@ -8,7 +8,6 @@ import tracemalloc
 import numpy as np
 import pytest
 from conftest import small_pets, write_image
-
 from headstart.extract import WeightsError, WeightsSpec, extract_features
 from headstart.extract.backbone import pipeline_identity
 from headstart.features import StoreError, open_store, part_files
@@ -156,9 +155,8 @@ def test_a_weights_file_of_the_wrong_shape_is_refused(tmp_path):
 
 
 def test_imagenet_download_failure_points_to_weights_path(monkeypatch):
-    from keras.src.utils import file_utils
-
     from headstart.extract.backbone import build_vgg16
+    from keras.src.utils import file_utils
 
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")

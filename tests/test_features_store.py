@@ -10,10 +10,18 @@ import h5py
 import numpy as np
 import pytest
 from conftest import IDENTITY, random_rows
-
 from headstart.features import (
-    PartWriter, StoreBusyError, StoreError, consolidate, exclusive_lock, open_store, part_files,
-    parts_dir, read_records, store_files, write_store,
+    PartWriter,
+    StoreBusyError,
+    StoreError,
+    consolidate,
+    exclusive_lock,
+    open_store,
+    part_files,
+    parts_dir,
+    read_records,
+    store_files,
+    write_store,
 )
 from headstart.features.cli import main as info_main
 from headstart.features.journal import read_rows, remove_stale_temporaries

@@ -15,26 +15,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FakeBackbone, many_images, write_image
+from headstart.extract import UnreadableImageError, decode_pixels, extract_features
+from headstart.features import StoreError, open_store, part_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from headstart.extract import UnreadableImageError, decode_pixels, extract_features
-from headstart.features import StoreError, open_store, part_files
-
 TESTS = Path(__file__).resolve().parent
 
 # A child that runs the real extraction loop with the fast fake backbone.
-CHILD = """
+CHILD = f"""
 import sys
-sys.path.insert(0, {tests!r})
+sys.path.insert(0, {str(TESTS)!r})
 from conftest import FakeBackbone
 from headstart.extract.cli import format_summary
 from headstart.extract import extract_features
 summary = extract_features(sys.argv[1], sys.argv[2], weights="none", batch_size=2, flush_rows=4,
                            backbone=FakeBackbone(delay_s=0.01), progress=False, workers=2)
 print(format_summary(summary))
-""".format(tests=str(TESTS))
+"""
 
 
 def fake_extract(folder: Path, out: Path, **kw):

@@ -1,0 +1,207 @@
+"""fit-head and predict: parse arguments, call the library by keyword, print, set the status.
+
+Exit status: 0 success; 1 a head's test accuracy is below --assert-min-accuracy;
+2 bad input (one sentence on stderr: what went wrong, which file, what to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from collections.abc import Callable
+
+from ..features import StoreError
+from . import report
+from .errors import ClassifyError
+from .fit import fit_heads
+from .heads import CLASS_WEIGHTS, HEADS
+from .logreg import LogRegHead
+from .persist import load_head
+from .predict import format_predictions, predict_images, predict_store, write_predictions
+from .softmax import SoftmaxHead
+from .split import format_fractions
+
+BOTH = "both"
+USER_ERROR = 2
+BELOW_ACCURACY = 1
+
+
+def _default(function: Callable, name: str):
+    return inspect.signature(function).parameters[name].default
+
+
+def _number(kind: type, low: float, high: float | None = None, *, open_low: bool = False):
+    """argparse type: a `kind` number in [low, high] (or (low, high] with open_low)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < low or (open_low and value == low) or (high is not None and value > high):
+            bound = f"{'>' if open_low else '>='} {low:g}"
+            bound += f" and <= {high:g}" if high is not None else ""
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
+
+
+def _run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+         argv: list[str] | None, user_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Parse, run, and turn the errors that describe bad input into one line and status 2.
+
+    Anything else is a bug and keeps its traceback.
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error argparse already printed
+        return int(exit_.code or 0)
+    try:
+        return main(args)
+    except (ClassifyError, StoreError, OSError, *user_errors) as error:
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted.", file=sys.stderr)
+        return 130
+
+
+# ----------------------------------------------------------------------------- fit-head
+
+def fit_head_parser() -> argparse.ArgumentParser:
+    soft = SoftmaxHead()
+    parser = argparse.ArgumentParser(
+        prog="fit-head",
+        description="Fit a classifier head on stored VGG16 features, choose its settings on the "
+                    "validation split, report it once on the test split, and save it.")
+    parser.add_argument("--features", metavar="STORE", default=_default(fit_heads, "features"),
+                        help="feature store written by extract-features (default: %(default)s)")
+    parser.add_argument("--model", choices=(*HEADS, BOTH), default=_default(fit_heads, "models")[0],
+                        help="which head to fit; 'both' fits each on the same split and prints "
+                             "them side by side (default: %(default)s)")
+    parser.add_argument("-o", "--output-dir", metavar="DIR", default=_default(fit_heads, "out_dir"),
+                        help="each head goes to DIR/<model>/ (default: %(default)s)")
+    parser.add_argument("--seed", type=int, metavar="N", default=_default(fit_heads, "seed"),
+                        help="decides the split and the softmax initialisation "
+                             "(default: %(default)s)")
+    parser.add_argument("--split", metavar="TRAIN/VAL/TEST",
+                        default=format_fractions(_default(fit_heads, "split")),
+                        help="train/validation/test percentages, per class in expectation; an "
+                             "image's split depends only on the seed and its content "
+                             "(default: %(default)s)")
+    parser.add_argument("--class-weight", choices=CLASS_WEIGHTS,
+                        default=_default(fit_heads, "class_weight"),
+                        help="'balanced' weights each class inversely to its frequency "
+                             "(default: %(default)s)")
+    parser.add_argument("--assert-min-accuracy", type=_number(float, 0, 1), metavar="X",
+                        help="exit with status 1 if a head's test accuracy is below X (0..1)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    logreg = parser.add_argument_group("logreg")
+    logreg.add_argument("--C", type=_number(float, 0, open_low=True), dest="C",
+                        help="fix the inverse regularisation strength instead of choosing it on "
+                             f"validation from {', '.join(f'{c:g}' for c in LogRegHead().Cs)}")
+    softmax = parser.add_argument_group("softmax")
+    softmax.add_argument("--hidden-units", type=_number(int, 0), metavar="N",
+                         help="add one ReLU hidden layer of this size "
+                              f"(default: {soft.hidden_units}, none)")
+    softmax.add_argument("--dropout", type=_number(float, 0, 0.95), metavar="RATE",
+                         help=f"dropout rate before the output layer (default: {soft.dropout})")
+    softmax.add_argument("--epochs", type=_number(int, 1), metavar="N",
+                         help=f"at most this many epochs (default: {soft.epochs})")
+    softmax.add_argument("--patience", type=_number(int, 0), metavar="N",
+                         help="stop after this many epochs without a lower validation loss "
+                              f"(default: {soft.patience})")
+    softmax.add_argument("--batch-size", type=_number(int, 1), metavar="N",
+                         help=f"images per step (default: {soft.batch_size})")
+    softmax.add_argument("--learning-rate", type=_number(float, 0, open_low=True), metavar="LR",
+                         help=f"Adam's learning rate (default: {soft.learning_rate:g})")
+    return parser
+
+
+def _fit(args: argparse.Namespace) -> int:
+    models = HEADS if args.model == BOTH else (args.model,)
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    results = fit_heads(
+        args.features, models=models, out_dir=args.output_dir, seed=args.seed,
+        split=args.split, class_weight=args.class_weight,
+        plots=not args.no_plots, log=log, C=args.C, hidden_units=args.hidden_units,
+        dropout=args.dropout, epochs=args.epochs, patience=args.patience,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, verbose=not args.quiet)
+    metrics = [r.metrics for r in results]
+    print(report.format_header(metrics[0]) + "\n")
+    print(report.format_summary(metrics))
+    for result in results:
+        print("\n" + report.format_details(result.metrics))
+    print("\nsaved (head, metrics.json, split.csv, test_predictions.csv, plots):")
+    for result in results:
+        print(f"  {result.out_dir}/")
+    if args.assert_min_accuracy is not None:
+        below = [r for r in results if r.test_accuracy < args.assert_min_accuracy]
+        for r in below:
+            print(f"fit-head: the {r.model} head's test accuracy {report.percent(r.test_accuracy)} "
+                  f"is below --assert-min-accuracy {report.percent(args.assert_min_accuracy)}.",
+                  file=sys.stderr)
+        if below:
+            return BELOW_ACCURACY
+    return 0
+
+
+def fit_head_main(argv: list[str] | None = None) -> int:
+    return _run(_fit, fit_head_parser(), argv)
+
+
+# ------------------------------------------------------------------------------ predict
+
+def predict_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="predict",
+        description="Class and probability of new images with a head from fit-head, through "
+                    "the same extraction pipeline as its training images.")
+    parser.add_argument("--head", required=True, help="head directory written by fit-head, "
+                                                      "e.g. heads/logreg")
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR",
+                        help="image files, or folders searched recursively for images")
+    parser.add_argument("--features", metavar="STORE",
+                        help="predict the rows of this feature store instead of images")
+    parser.add_argument("--top-k", type=_number(int, 1), default=3, metavar="K",
+                        help="also show the k most probable classes (default: %(default)s)")
+    parser.add_argument("--output", metavar="FILE",
+                        help="also write every prediction to FILE (.csv or .json)")
+    parser.add_argument("--batch-size", type=_number(int, 1), metavar="N",
+                        default=_default(predict_images, "batch_size"),
+                        help="images per backbone batch (default: %(default)s)")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="the weights file the store was extracted with, if it moved "
+                             "(its sha256 must match the recorded one)")
+    return parser
+
+
+def _predict(args: argparse.Namespace) -> int:
+    if bool(args.inputs) == bool(args.features):
+        raise ClassifyError("Give images or folders to predict, or --features STORE, but not both.")
+    head = load_head(args.head)
+    if args.features:
+        predictions = predict_store(head, args.features)
+    else:
+        predictions = predict_images(head, args.inputs, batch_size=args.batch_size,
+                                     weights_path=args.weights)
+    for path, reason in predictions.skipped:
+        print(f"predict: skipped '{path}': {reason}", file=sys.stderr)
+    if predictions.paths:
+        print(format_predictions(predictions, top_k=args.top_k))
+    if args.output:
+        write_predictions(predictions, args.output, top_k=args.top_k)
+    summary = f"predict: {len(predictions.paths):,} predicted, {len(predictions.skipped):,} skipped"
+    if predictions.accuracy is not None:
+        summary += f"; accuracy against the store's labels {100 * predictions.accuracy:.2f}%"
+    print(summary + (f"; written to {args.output}" if args.output else "") + ".", file=sys.stderr)
+    if not predictions.paths:
+        raise ClassifyError("None of the given images could be read; see the skipped files above.")
+    return 0
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    from ..extract import WeightsError  # headstart.extract imports TensorFlow only when used
+
+    return _run(_predict, predict_parser(), argv, (WeightsError,))

@@ -1,0 +1,70 @@
+"""Load a feature store into memory for fitting, refusing data a head cannot learn from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..features import Identity, open_store
+from .errors import ClassifyError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Everything a head is fitted on; `features` float32, shape (n_images, dim)."""
+
+    features: np.ndarray
+    labels: np.ndarray  # int32, shape (n_images,), index into classes
+    classes: list[str]
+    paths: list[str]
+    hashes: list[str]
+    identity: Identity
+    attrs: dict
+    source: Path
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+
+def load_dataset(path: str | Path = "features.h5") -> Dataset:
+    """Read a complete store; StoreError or ClassifyError (one sentence) for unusable ones."""
+    path = Path(path)
+    with open_store(path) as store:
+        features = store.load_features()
+        dataset = Dataset(features, np.asarray(store.labels, dtype=np.int32), list(store.classes),
+                          list(store.paths), list(store.hashes), store.identity, dict(store.attrs),
+                          path)
+    check_dataset(dataset)
+    return dataset
+
+
+def check_dataset(dataset: Dataset) -> None:
+    """At least two classes with images, and only finite feature values."""
+    name = dataset.source
+    if len(dataset.labels) == 0:
+        raise ClassifyError(
+            f"'{name}' holds no images; run extract-features on a folder with images."
+        )
+    present = [dataset.classes[c] for c in np.unique(dataset.labels)]
+    if len(present) < 2:
+        raise ClassifyError(
+            f"'{name}' has images of one class only ('{present[0]}'); a classifier needs at least "
+            "two class folders, each with its own images."
+        )
+    bad = nonfinite_rows(dataset.features)
+    if len(bad):
+        raise ClassifyError(
+            f"'{name}' has {len(bad)} feature rows with NaN or infinite values (first: "
+            f"'{dataset.paths[bad[0]]}'); the store is damaged, delete it and run "
+            "extract-features again."
+        )
+
+
+def nonfinite_rows(features: np.ndarray, block: int = 4096) -> np.ndarray:
+    """Indices of rows holding NaN or +/-inf, checked a block at a time to keep memory flat."""
+    bad = [start + np.flatnonzero(~np.isfinite(features[start:start + block]).all(axis=1))
+           for start in range(0, len(features), block)]
+    return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)

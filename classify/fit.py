@@ -1,0 +1,190 @@
+"""Fit heads on a feature store: load, split, fit on train, choose on validation, test once.
+
+    from headstart.classify import fit_head
+    result = fit_head("features.h5", model="logreg", seed=0, out_dir="heads")
+    result.metrics["test"]["accuracy"]
+
+Each head gets its own directory `out_dir/<model>/` holding the head (head.json,
+weights.npz), metrics.json, split.csv, test_predictions.csv and the plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from . import report
+from .dataset import Dataset, load_dataset
+from .errors import ClassifyError
+from .head import Head
+from .heads import HEADS, make_estimator, options_of
+from .persist import save_head
+from .plots import plot_confusion, plot_history, plot_selection
+from .softmax import save_keras
+from .split import (
+    DEFAULT_FRACTIONS,
+    RULE,
+    SPLITS,
+    assign_splits,
+    check_split,
+    format_fractions,
+    parse_fractions,
+    split_counts,
+    write_split_csv,
+)
+
+
+@dataclass
+class FitResult:
+    model: str
+    head: Head
+    metrics: dict  # the content of metrics.json
+    estimator: object  # the fitted LogRegHead or SoftmaxHead
+    out_dir: Path | None
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.metrics["test"]["accuracy"]
+
+
+def fit_head(features: str | Path = "features.h5", model: str = "logreg", **options) -> FitResult:
+    """Fit one head; see fit_heads for the options."""
+    return fit_heads(features, models=(model,), **options)[0]
+
+
+def fit_heads(
+    features: str | Path = "features.h5",
+    models: Sequence[str] = ("logreg",),
+    *,
+    out_dir: str | Path | None = "heads",
+    seed: int = 0,
+    split: str | Sequence[float] = DEFAULT_FRACTIONS,
+    class_weight: str = "none",
+    plots: bool = True,
+    log: Callable[[str], None] | None = None,
+    **head_options,
+) -> list[FitResult]:
+    """Fit each head in `models` on the same split of the store `features`.
+
+    seed: decides the split and the softmax initialisation and shuffling.
+    split: train / validation / test fractions, e.g. (0.7, 0.15, 0.15) or "70/15/15".
+    out_dir: heads are written to out_dir/<model>/; None writes nothing.
+    plots: draw the PNG plots (matplotlib) into each head's directory.
+    log: called with one line of progress at a time (e.g. print to stderr).
+    head_options: C (logreg); hidden_units, dropout, epochs, patience, batch_size,
+        learning_rate, verbose (softmax). None keeps a head's default.
+    """
+    log = log or (lambda message: None)
+    unknown = [m for m in models if m not in HEADS]
+    if unknown or not models:
+        raise ClassifyError(f"Unknown head {unknown or models!r}; choose from {', '.join(HEADS)}.")
+    split = parse_fractions(split)
+    data = load_dataset(features)
+    assignment = assign_splits(data.hashes, seed=seed, fractions=split)
+    check_split(assignment, data.labels, data.classes, seed=seed, fractions=split, source=features)
+    rows = {name: np.flatnonzero(assignment == s) for s, name in enumerate(SPLITS)}
+    log(f"{data.source}: {len(data.labels):,} images of {len(data.classes)} classes, "
+        f"{data.dim} features; split {format_fractions(split)} (seed {seed}): "
+        + ", ".join(f"{name} {len(r):,}" for name, r in rows.items()))
+    split_info = {"rule": RULE, "key": "sha256 of the image file", "seed": seed,
+                  "fractions": dict(zip(SPLITS, split, strict=True)),
+                  "counts": split_counts(assignment, data.labels, data.classes),
+                  "file": "split.csv"}
+    results = []
+    for model in models:
+        estimator = make_estimator(model, seed=seed, class_weight=class_weight, **head_options)
+        log(f"fitting {model} on {len(rows['train']):,} images...")
+        start = time.perf_counter()
+        estimator.fit(data.features[rows["train"]], data.labels[rows["train"]],
+                      validation_data=(data.features[rows["validation"]],
+                                       data.labels[rows["validation"]]))
+        seconds = time.perf_counter() - start
+        head = _head(model, estimator, data, split_info)
+        probabilities = {name: head.predict_proba(data.features[r]) for name, r in rows.items()}
+        metrics = report.build_metrics(
+            model=model, classes=data.classes,
+            labels={name: data.labels[r] for name, r in rows.items()},
+            probabilities=probabilities, fit_seconds=seconds,
+            extra={"selection": _selection(estimator), "parameters": _parameters(estimator),
+                   "options": head.meta["options"], "store": head.meta["store"],
+                   "split": split_info, "versions": head.meta["versions"]})
+        directory = None
+        if out_dir is not None:
+            directory = Path(out_dir) / model
+            _write_outputs(directory, head, estimator, metrics, data, assignment, rows,
+                           probabilities["test"], plots)
+        results.append(FitResult(model, head, metrics, estimator, directory))
+    return results
+
+
+def _head(model: str, estimator, data: Dataset, split_info: dict) -> Head:
+    store = {"path": str(data.source.resolve()), "n_images": len(data.labels),
+             "dtype": data.identity.dtype, "weights_path": data.attrs.get("weights_path"),
+             "extraction_seed": data.attrs.get("seed")}
+    meta = {"options": options_of(estimator), "store": store,
+            "split": {k: v for k, v in split_info.items() if k != "counts"},
+            "versions": _versions(model)}
+    return Head(model, list(data.classes), estimator.mean_, estimator.scale_, estimator.layers_,
+                data.identity, meta)
+
+
+def _selection(estimator) -> dict:
+    if hasattr(estimator, "C_"):
+        return {"criterion": "lowest validation log loss", "C": estimator.C_,
+                "converged": estimator.converged_, "n_iter": estimator.n_iter_,
+                "grid": estimator.selection_}
+    return {"criterion": "early stopping on validation loss, best weights restored",
+            "best_epoch": estimator.best_epoch_, "epochs_run": estimator.epochs_run_,
+            "history": estimator.history_}
+
+
+def _parameters(estimator) -> dict:
+    if hasattr(estimator, "n_trainable_"):
+        return {"trainable": estimator.n_trainable_, "non_trainable": estimator.n_non_trainable_}
+    return {"trainable": estimator.n_parameters_, "non_trainable": 0}
+
+
+def _versions(model: str) -> dict:
+    names = ["headstart", "numpy", "scikit-learn"]
+    names += ["keras", "tensorflow"] if model == "softmax" else []
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _write_outputs(directory: Path, head: Head, estimator, metrics: dict, data: Dataset,
+                   assignment: np.ndarray, rows: dict, test_proba: np.ndarray, draw: bool) -> None:
+    save_head(head, directory)
+    report.write_json(metrics, directory / "metrics.json")
+    write_split_csv(directory / "split.csv", paths=data.paths, hashes=data.hashes,
+                    labels=data.labels, classes=data.classes, assignment=assignment)
+    with open(directory / "test_predictions.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "class", "predicted", "probability"])
+        for row, proba in zip(rows["test"], test_proba, strict=True):
+            writer.writerow([data.paths[row], data.classes[data.labels[row]],
+                             data.classes[int(proba.argmax())], f"{proba.max():.6f}"])
+    if head.kind == "softmax":
+        save_keras(estimator.model_, directory / "model.keras")
+    if draw:
+        title = f"{head.kind} on {data.source.name}"
+        matrix = metrics["test"]["confusion_matrix"]
+        accuracy = report.percent(metrics["test"]["accuracy"])
+        plot_confusion(matrix["counts"], matrix["classes"], directory / "confusion_matrix.png",
+                       f"{title}: test split, accuracy {accuracy}")
+        if head.kind == "softmax":
+            plot_history(estimator.history_, estimator.best_epoch_,
+                         directory / "training_curves.png", title)
+        elif len(estimator.selection_) > 1:
+            plot_selection(estimator.selection_, estimator.C_,
+                           directory / "validation_curve.png", title)

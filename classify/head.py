@@ -1,0 +1,101 @@
+"""A fitted head as plain arrays: standardise, dense layers, softmax. No code in the weights.
+
+Both heads end up in this form (logreg is one dense layer; softmax is one or two), so
+evaluation, `predict`, and a user's own numpy all compute probabilities the same way:
+
+    h = (x - mean) / scale
+    h = act(h @ kernel_i + bias_i)    for each layer, act = relu or softmax (last)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..features import Identity
+from .errors import HeadError
+
+ACTIVATIONS = ("relu", "softmax")
+# Identity fields that decide which features a head understands. `dtype` is left out:
+# a float16 store holds the same features as a float32 one, up to rounding.
+MATCH_KEYS = ("model", "layer", "weights", "input_size", "resize", "preprocessing")
+
+
+@dataclass(frozen=True)
+class Layer:
+    kernel: np.ndarray  # shape (inputs, outputs)
+    bias: np.ndarray  # shape (outputs,)
+    activation: str  # "relu" or "softmax"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def forward(features: np.ndarray, mean: np.ndarray, scale: np.ndarray, layers: list[Layer],
+            block: int = 4096) -> np.ndarray:
+    """Class probabilities, float64, shape (n, n_classes); computed `block` rows at a time."""
+    mean, scale = mean.astype(np.float64), scale.astype(np.float64)
+    weights = [(layer.kernel.astype(np.float64), layer.bias.astype(np.float64), layer.activation)
+               for layer in layers]
+    out = np.empty((len(features), weights[-1][0].shape[1]), dtype=np.float64)
+    for start in range(0, len(features), block):
+        h = (np.asarray(features[start:start + block], dtype=np.float64) - mean) / scale
+        for kernel, bias, activation in weights:
+            h = h @ kernel + bias
+            h = softmax(h) if activation == "softmax" else np.maximum(h, 0.0)
+        out[start:start + len(h)] = h
+    return out
+
+
+@dataclass
+class Head:
+    """A head that predicts from stored features; load one with `load_head(DIR)`."""
+
+    kind: str  # "logreg" or "softmax"
+    classes: list[str]
+    mean: np.ndarray  # float, shape (n_features,)
+    scale: np.ndarray  # float, shape (n_features,), never zero
+    layers: list[Layer]
+    identity: Identity  # how the features it was fitted on were made
+    meta: dict = field(default_factory=dict)  # options, store, split, versions (head.json)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def weights_path(self) -> str | None:
+        """Where the weights file recorded by sha256 in `identity.weights` was, if one was used."""
+        return self.meta.get("store", {}).get("weights_path")
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """features: shape (n, n_features) -> float64 probabilities, shape (n, n_classes)."""
+        features = np.asarray(features)
+        if features.ndim != 2 or features.shape[1] != self.n_features:
+            raise HeadError(
+                f"This {self.kind} head expects {self.n_features} features per image "
+                f"(VGG16 {self.identity.layer}), got an array of shape {features.shape}."
+            )
+        return forward(features, self.mean, self.scale, self.layers)
+
+    def predict(self, features: np.ndarray) -> list[str]:
+        """Class name of each row."""
+        return [self.classes[i] for i in self.predict_proba(features).argmax(axis=1)]
+
+    def check_matches(self, identity: Identity, dim: int, source: str) -> None:
+        """Refuse features made by another model, layer, weights or pipeline, or of another size."""
+        differences = [d for d in self.identity.differences(identity)
+                       if d.split(":")[0] in MATCH_KEYS]
+        if differences:
+            raise HeadError(
+                f"The {self.kind} head was fitted on features made differently from '{source}' "
+                f"({'; '.join(differences)}, head vs store); fit a head on this store instead."
+            )
+        if dim != self.n_features:
+            raise HeadError(
+                f"The {self.kind} head expects {self.n_features} features per image but "
+                f"'{source}' has {dim}; fit a head on this store instead."
+            )

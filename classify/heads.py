@@ -1,0 +1,44 @@
+"""The heads one can fit, declared once; the CLI's --model choices come from here."""
+
+from __future__ import annotations
+
+from .logreg import LogRegHead
+from .softmax import SoftmaxHead
+
+HEADS = ("logreg", "softmax")
+CLASS_WEIGHTS = ("none", "balanced")
+# Which keyword arguments reach which head; defaults live in the heads' own signatures.
+OPTIONS = {
+    "logreg": ("C",),
+    "softmax": ("hidden_units", "dropout", "epochs", "patience", "batch_size", "learning_rate",
+                "verbose"),
+}
+
+
+def make_estimator(name: str, *, seed: int = 0, class_weight: str = "none",
+                   **options) -> LogRegHead | SoftmaxHead:
+    """An unfitted head. `options` may mix both heads' options; each head takes its own.
+
+    A value of None means "the head's default".
+    """
+    if name not in HEADS:
+        raise ValueError(f"Unknown head {name!r}; choose one of {', '.join(HEADS)}.")
+    if class_weight not in CLASS_WEIGHTS:
+        raise ValueError(
+            f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weight!r}."
+        )
+    unknown = sorted(set(options) - {key for keys in OPTIONS.values() for key in keys})
+    if unknown:
+        raise TypeError(f"Unknown head options: {', '.join(unknown)}.")
+    mine = {k: v for k, v in options.items() if k in OPTIONS[name] and v is not None}
+    weight = None if class_weight == "none" else class_weight
+    if name == "logreg":
+        return LogRegHead(class_weight=weight, **mine)
+    return SoftmaxHead(class_weight=weight, seed=seed, **mine)
+
+
+def options_of(estimator: LogRegHead | SoftmaxHead) -> dict:
+    """The estimator's hyper-parameters as plain JSON values (`verbose` left out)."""
+    params = estimator.get_params()
+    params.pop("verbose", None)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}

@@ -1,0 +1,130 @@
+"""Predict classes of new images (through the extraction pipeline recorded with the head)
+or of the rows of another feature store.
+
+The backbone is rebuilt from the head's recorded identity (model, layer, weights,
+input size, resize, preprocessing), so a new image is treated exactly like the training
+images; weights whose sha256 differs from the recorded one are refused by
+`headstart.extract.backbone_for_identity`. TensorFlow is imported only for images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..features import open_store
+from .errors import ClassifyError
+from .head import Head
+
+OUTPUT_SUFFIXES = (".csv", ".json")
+
+
+@dataclass
+class Predictions:
+    paths: list[str]
+    probabilities: np.ndarray  # float64, shape (len(paths), n_classes)
+    classes: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    true_classes: list[str] | None = None  # known when predicting a store's rows
+
+    @property
+    def predicted(self) -> list[str]:
+        return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
+
+    def top_k(self, k: int = 3) -> list[list[tuple[str, float]]]:
+        """Per image, the k most probable (class, probability), most probable first."""
+        order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
+        return [[(self.classes[j], float(p[j])) for j in row]
+                for row, p in zip(order, self.probabilities, strict=True)]
+
+    @property
+    def accuracy(self) -> float | None:
+        if self.true_classes is None or not self.paths:
+            return None
+        pairs = zip(self.true_classes, self.predicted, strict=True)
+        return float(np.mean([truth == guess for truth, guess in pairs]))
+
+
+def predict_images(head: Head, inputs: Sequence[str | Path], *, batch_size: int = 32,
+                   weights_path: str | Path | None = None) -> Predictions:
+    """Find images in `inputs` (files or folders), embed them as the head's store did, predict.
+
+    weights_path: the weights file, when the head's features came from one (sha256 is checked);
+        default: where the store recorded it.
+    """
+    from ..extract import backbone_for_identity, embed_files, find_images
+
+    files = find_images([str(p) for p in inputs])
+    if not files:
+        raise ClassifyError(
+            f"No images found in {', '.join(repr(str(p)) for p in inputs)}; give image files "
+            "or folders that contain some."
+        )
+    recorded = head.weights_path if head.identity.weights.startswith("sha256:") else None
+    backbone = backbone_for_identity(head.identity, weights_path=weights_path or recorded)
+    embedded = embed_files(files, backbone, batch_size=batch_size)
+    skipped = [(str(path), str(reason)) for path, reason in embedded.skipped]
+    if not len(embedded.paths):
+        return Predictions([], np.zeros((0, len(head.classes))), head.classes, skipped)
+    return Predictions([str(p) for p in embedded.paths], head.predict_proba(embedded.rows),
+                       head.classes, skipped)
+
+
+def predict_store(head: Head, store_path: str | Path) -> Predictions:
+    """Predict every row of a feature store made the same way as the head's training store."""
+    with open_store(store_path) as store:
+        head.check_matches(store.identity, store.dim, str(store_path))
+        probabilities = head.predict_proba(store.load_features())
+        truth = [store.classes[label] for label in store.labels]
+        return Predictions(list(store.paths), probabilities, head.classes, list(store.skipped),
+                           truth)
+
+
+def format_predictions(predictions: Predictions, top_k: int = 3) -> str:
+    """One line per image: path, class, probability, and the top k when there are more classes."""
+    k = min(top_k, len(predictions.classes))
+    width = max((len(p) for p in predictions.paths), default=4)
+    lines = []
+    for path, best in zip(predictions.paths, predictions.top_k(k), strict=True):
+        line = f"{path.ljust(width)}  {best[0][0]}  {100 * best[0][1]:6.2f}%"
+        if k > 1:
+            line += "   top-" + str(k) + ": " + ", ".join(f"{c} {100 * p:.2f}%" for c, p in best)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_predictions(predictions: Predictions, path: str | Path, top_k: int = 3) -> Path:
+    """predictions.csv (one column per class probability) or predictions.json, by suffix."""
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ClassifyError(f"--output must end in .csv or .json, got '{path}'.")
+    k = min(top_k, len(predictions.classes))
+    if path.suffix.lower() == ".json":
+        data = {
+            "classes": predictions.classes,
+            "predictions": [
+                {"path": p, "class": best[0][0], "probability": best[0][1],
+                 "top_k": [{"class": c, "probability": q} for c, q in best],
+                 "probabilities": dict(zip(predictions.classes, row.tolist(), strict=True))}
+                for p, best, row in zip(predictions.paths, predictions.top_k(k),
+                                        predictions.probabilities, strict=True)
+            ],
+            "skipped": [{"path": p, "reason": r} for p, r in predictions.skipped],
+        }
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        return path
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "class", "probability", "error"]
+                        + [f"p({c})" for c in predictions.classes])
+        for p, name, row in zip(predictions.paths, predictions.predicted, predictions.probabilities,
+                                strict=True):
+            writer.writerow([p, name, f"{row.max():.6f}", ""] + [f"{q:.6f}" for q in row])
+        for p, reason in predictions.skipped:
+            writer.writerow([p, "", "", reason] + [""] * len(predictions.classes))
+    return path

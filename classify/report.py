@@ -1,0 +1,162 @@
+"""Metrics of a fitted head on each split, as a dict (metrics.json) and as text tables.
+
+Everything is computed by sklearn.metrics from integer labels and the head's
+probabilities, so "accuracy" is always the categorical accuracy: argmax over all classes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+)
+
+from .split import SPLITS, format_fractions
+
+
+def split_metrics(y: np.ndarray, proba: np.ndarray) -> dict:
+    """n, accuracy, balanced accuracy and log loss of probabilities `proba` (n, n_classes)."""
+    predicted = proba.argmax(axis=1)
+    return {
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, predicted)),
+        "log_loss": float(log_loss(y, proba, labels=np.arange(proba.shape[1]))),
+    }
+
+
+def class_metrics(y: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict:
+    """Per-class precision / recall / F1 / support and the confusion matrix (rows: true class)."""
+    labels = np.arange(len(classes))
+    predicted = proba.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0)
+    per_class = {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
+    }
+    matrix = confusion_matrix(y, predicted, labels=labels)
+    return {"per_class": per_class,
+            "confusion_matrix": {"classes": list(classes), "rows": "true class",
+                                 "columns": "predicted class", "counts": matrix.tolist()}}
+
+
+def chance_level(y_train: np.ndarray, y_test: np.ndarray, classes: Sequence[str]) -> dict:
+    """What guessing scores on test: always the training majority class, or uniformly at random."""
+    majority = int(np.bincount(y_train, minlength=len(classes)).argmax())
+    return {"majority_class": classes[majority],
+            "majority_accuracy": float(np.mean(y_test == majority)),
+            "uniform_accuracy": 1.0 / len(classes)}
+
+
+def build_metrics(*, model: str, classes: Sequence[str], labels: dict[str, np.ndarray],
+                  probabilities: dict[str, np.ndarray], fit_seconds: float, extra: dict) -> dict:
+    """The content of metrics.json; `labels` and `probabilities` are keyed by split name."""
+    metrics = {"head": model, "classes": list(classes)}
+    for split in SPLITS:
+        metrics[split] = split_metrics(labels[split], probabilities[split])
+    metrics["test"].update(class_metrics(labels["test"], probabilities["test"], classes))
+    metrics["chance"] = chance_level(labels["train"], labels["test"], classes)
+    metrics["fit_seconds"] = round(float(fit_seconds), 3)
+    metrics.update(extra)
+    return metrics
+
+
+def write_json(data: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def percent(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def table(rows: list[list[str]], align: str) -> str:
+    """Plain-text table; `align` has one 'l' or 'r' per column."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(align))]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(w) if a == "l" else cell.rjust(w)
+                 for cell, w, a in zip(row, widths, align, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def selection_text(metrics: dict) -> str:
+    """'C=0.001' or 'epoch 12 of 17': what was chosen on the validation split."""
+    selection = metrics.get("selection", {})
+    if "C" in selection:
+        return f"C={selection['C']:g}"
+    if "best_epoch" in selection:
+        return f"epoch {selection['best_epoch']} of {selection['epochs_run']}"
+    return "-"
+
+
+def notes(metrics: dict) -> list[str]:
+    """Warnings about the fit itself: no convergence, still improving at the last epoch."""
+    selection, head = metrics.get("selection", {}), metrics["head"]
+    found = []
+    if selection.get("converged") is False:
+        found.append(f"note: {head} stopped at its iteration limit before converging.")
+    if selection.get("best_epoch") and selection["best_epoch"] == metrics["options"].get("epochs"):
+        found.append(f"note: {head} was still improving at its last epoch; try a larger --epochs.")
+    return found
+
+
+def format_header(metrics: dict) -> str:
+    """Which store, how many images per class, how it was split."""
+    split = metrics["split"]
+    per_class = ", ".join(f"{name} {sum(n.values()):,}" for name, n in split["counts"].items())
+    total = sum(sum(n.values()) for n in split["counts"].values())
+    fractions = format_fractions(list(split["fractions"].values()))
+    return (f"{metrics['store']['path']}: {total:,} images ({per_class}); "
+            f"split {fractions} by image content, seed {split['seed']}")
+
+
+def format_summary(results: Sequence[dict]) -> str:
+    """Heads side by side: accuracy on every split, balanced accuracy, chance, fit time."""
+    chance = results[0]["chance"]
+    rows = [[""] + [m["head"] for m in results]]
+    for split in SPLITS:
+        rows.append([f"{split} accuracy ({results[0][split]['n']:,} images)"]
+                    + [percent(m[split]["accuracy"]) for m in results])
+    rows.append(["test balanced accuracy"]
+                + [percent(m["test"]["balanced_accuracy"]) for m in results])
+    rows.append(["test log loss"] + [f"{m['test']['log_loss']:.4f}" for m in results])
+    rows.append([f"chance: majority class '{chance['majority_class']}'"]
+                + [percent(m["chance"]["majority_accuracy"]) for m in results])
+    rows.append([f"chance: uniform 1/{len(results[0]['classes'])}"]
+                + [percent(m["chance"]["uniform_accuracy"]) for m in results])
+    rows.append(["chosen on validation"] + [selection_text(m) for m in results])
+    rows.append(["parameters: trainable"] + [f"{m['parameters']['trainable']:,}" for m in results])
+    rows.append(["parameters: non-trainable"]
+                + [f"{m['parameters']['non_trainable']:,}" for m in results])
+    rows.append(["time to fit"] + [f"{m['fit_seconds']:.1f} s" for m in results])
+    remarks = [line for m in results for line in notes(m)]
+    return table(rows, "l" + "r" * len(results)) + "".join("\n" + line for line in remarks)
+
+
+def format_details(metrics: dict) -> str:
+    """Per-class precision / recall / F1 and the confusion matrix on the test split."""
+    test = metrics["test"]
+    rows = [["class", "precision", "recall", "F1", "support"]]
+    for name, m in test["per_class"].items():
+        rows.append([name, percent(m["precision"]), percent(m["recall"]), percent(m["f1"]),
+                     f"{m['support']:,}"])
+    matrix = test["confusion_matrix"]
+    grid = [["true \\ predicted"] + matrix["classes"]]
+    grid += [[name] + [f"{n:,}" for n in counts]
+             for name, counts in zip(matrix["classes"], matrix["counts"], strict=True)]
+    return (f"{metrics['head']}, test split, per class:\n"
+            + table(rows, "lrrrr")
+            + f"\n\n{metrics['head']}, test split, confusion matrix (rows: true class):\n"
+            + table(grid, "l" + "r" * len(matrix["classes"])))
