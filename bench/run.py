@@ -3,12 +3,16 @@
     python bench/run.py                       # everything (about 20 minutes on 2 CPU cores)
     python bench/run.py --quick               # smaller sizes, a few minutes
     python bench/run.py --only ceiling,e2e    # some sections
+    python bench/run.py --weights-file vgg16.weights.h5   # pets-1k heads, float16, precision
+                                                          # on realistic features
 
 Sections: ceiling (bare fc2 model, three ways of calling it), e2e (extract-features on
 pets-1k and on large photos, as a ratio to the ceiling), memory (peak RSS of
 extract-features for growing image counts), heads (fit-head wall time), store (size
-and load time per dtype, compression and chunk shape), float16 (accuracy cost).
+and load time per dtype, compression and chunk shape), float16 (accuracy cost of
+storing half precision), precision (rows of mixed-precision inference against float32).
 Ratios are computed within the run, because absolute numbers on a shared machine drift.
+Prints markdown tables and writes bench/results/bench.json and bench.md.
 """
 
 from __future__ import annotations
@@ -27,8 +31,15 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# Photos to extract: class sub-folders of JPEGs; --photos overrides.
 PETS = HERE.parent.parent / "shared" / "data" / "pets-1k"
-SECTIONS = ("ceiling", "e2e", "memory", "heads", "store", "float16")
+SECTIONS = ("ceiling", "e2e", "memory", "heads", "store", "float16", "precision")
+
+
+def cli(name: str) -> str:
+    """The installed command next to this interpreter, so a bare `python bench/run.py` works."""
+    sibling = Path(sys.executable).with_name(name)
+    return str(sibling) if sibling.exists() else shutil.which(name) or name
 
 
 def machine() -> dict:
@@ -40,12 +51,13 @@ def machine() -> dict:
 
     cpu = platform.processor()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     build = tf.sysconfig.get_build_info()
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+        "cpu": cpu, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
         "tensorflow": tf.__version__, "tf_cuda_build": bool(build.get("is_cuda_build")),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
@@ -63,7 +75,9 @@ def timed(fn, repeat: int) -> float:
     return best
 
 
-def bench_ceiling(backbone, batch_size: int, batches: int) -> dict:
+def bench_ceiling(backbone, batch_size: int, batches: int,
+                  ways: tuple[str, ...] = ("compiled tf.function", "eager model(x)",
+                                           "predict_on_batch")) -> dict:
     """images/s of the bare fc2 model on pre-decoded, pre-processed batches."""
     import tensorflow as tf
 
@@ -72,35 +86,37 @@ def bench_ceiling(backbone, batch_size: int, batches: int) -> dict:
     x = backbone._preprocess(pixels.astype(np.float32))
     tensor = tf.constant(x)
     model = backbone.model
-    ways = {
+    calls = {
         "compiled tf.function": lambda: backbone._forward(tensor).numpy(),
         "eager model(x)": lambda: model(tensor, training=False).numpy(),
         "predict_on_batch": lambda: model.predict_on_batch(x),
     }
     result = {}
-    for name, call in ways.items():
-        seconds = timed(lambda: [call() for _ in range(batches)], repeat=2)
+    for name in ways:
+        call = calls[name]
+        seconds = timed(lambda call=call: [call() for _ in range(batches)], repeat=2)
         result[name] = batch_size * batches / seconds
     result["best"] = max(result.values())
     return result
 
 
 def make_large_photos(target: Path, count: int) -> Path:
-    """3000x2000 JPEGs made from pets-1k photos (upscaled), two classes."""
+    """3000x2000 JPEGs made from the photos (upscaled), the same number per class."""
     from PIL import Image
 
-    for cls in ("Cat", "Dog"):
-        (target / cls).mkdir(parents=True, exist_ok=True)
-        for src in sorted((PETS / cls).glob("*.jpg"))[: count // 2]:
+    classes = sorted(p for p in PETS.iterdir() if p.is_dir())
+    for folder in classes:
+        (target / folder.name).mkdir(parents=True, exist_ok=True)
+        for src in sorted(folder.rglob("*.jpg"))[: count // len(classes)]:
             with Image.open(src) as image:
                 image.convert("RGB").resize((3000, 2000), Image.BICUBIC).save(
-                    target / cls / src.name, quality=90)
+                    target / folder.name / src.name, quality=90)
     return target
 
 
-def subset(target: Path, count: int, source: Path = PETS) -> Path:
-    """`count` images (symlinks), cycling through pets-1k when more are asked for than exist."""
-    files = sorted(source.rglob("*.jpg"))
+def subset(target: Path, count: int) -> Path:
+    """`count` images (symlinks), cycling through the photos when more are asked for than exist."""
+    files = sorted(PETS.rglob("*.jpg"))
     for i in range(count):
         src = files[i % len(files)]
         dst = target / src.parent.name / f"{i:06d}-{src.name}"
@@ -109,16 +125,32 @@ def subset(target: Path, count: int, source: Path = PETS) -> Path:
     return target
 
 
-def bench_e2e(backbone, work: Path, pets_count: int, large_count: int, batch_size: int) -> dict:
+def bench_e2e(backbone, work: Path, pets_count: int, large_count: int, batch_size: int,
+              batches: int) -> dict:
+    """extract-features images/s, each run bracketed by ceiling measurements.
+
+    The ratio divides by the mean of the compiled-model rate just before and just after
+    the run: on a shared machine the speed drifts over minutes, and a ceiling measured
+    once at the start would turn that drift into a false ratio.
+    """
     from headstart.extract import extract_features
+
+    def ceiling() -> float:
+        return bench_ceiling(backbone, batch_size, max(1, batches // 2),
+                             ways=("compiled tf.function",))["best"]
 
     result = {}
     for name, folder in (("pets-1k (180x180 JPEG)", subset(work / "pets", pets_count)),
-                         ("large photos (3000x2000 JPEG)", make_large_photos(work / "large", large_count))):
+                         ("large photos (3000x2000 JPEG)",
+                          make_large_photos(work / "large", large_count))):
+        before = ceiling()
         summary = extract_features(folder, work / f"{len(result)}.h5", weights="none",
                                    batch_size=batch_size, backbone=backbone, progress=False,
                                    log=lambda line: None)
-        result[name] = {"images": summary.added, "images_per_s": summary.images_per_s}
+        around = (before + ceiling()) / 2
+        result[name] = {"images": summary.added, "images_per_s": summary.images_per_s,
+                        "ceiling_around": around,
+                        "ratio_to_ceiling": summary.images_per_s / around}
     return result
 
 
@@ -132,17 +164,17 @@ def peak_rss_mb(command: list[str]) -> float:
 
 
 def bench_memory(work: Path, sizes: list[int], batch_size: int) -> dict:
-    cli = shutil.which("extract-features") or "extract-features"
+    cli_path = cli("extract-features")
     result = {}
     for count in sizes:
         folder = subset(work / f"mem{count}", count)
-        result[count] = peak_rss_mb([cli, str(folder), "-o", str(work / f"mem{count}.h5"),
+        result[count] = peak_rss_mb([cli_path, str(folder), "-o", str(work / f"mem{count}.h5"),
                                      "--weights", "none", "--batch-size", str(batch_size), "-q"])
     return result
 
 
 def fc2_like(n: int, dim: int = 4096, seed: int = 0, separable: bool = True):
-    """Rows shaped like fc2 output: non-negative, about half zeros; two classes, lightly separable."""
+    """Rows like fc2 output: non-negative, about half zeros; two classes, lightly separable."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, n)
     rows = rng.normal(0, 1, (n, dim)).astype(np.float32)
@@ -166,28 +198,49 @@ def synthetic_store(path: Path, n: int, dtype="float32", compression="none") -> 
 
 
 def bench_heads(work: Path, n: int, pets_store: Path | None) -> dict:
-    cli = shutil.which("fit-head") or "fit-head"
-    stores = {f"synthetic {n} x 4096": synthetic_store(work / "heads.h5", n)}
+    """Wall time of whole fit-head processes, and the fit time each head reports."""
+    fit_head = cli("fit-head")
+    stores = {f"synthetic {n:,} x 4096": synthetic_store(work / "heads.h5", n)}
     if pets_store is not None:
         stores["pets-1k"] = pets_store
     result = {}
     for label, store in stores.items():
         for model in ("logreg", "softmax", "both"):
+            out = work / f"head-{model}"
             start = time.perf_counter()
-            done = subprocess.run([cli, "--features", str(store), "--model", model, "-o",
-                                   str(work / f"head-{model}")], capture_output=True, text=True)
+            done = subprocess.run([fit_head, "--features", str(store), "--model", model, "-o",
+                                   str(out)], capture_output=True, text=True)
             seconds = time.perf_counter() - start
-            result[f"{label}: {model}"] = seconds if done.returncode == 0 else f"failed: {done.stderr.strip()[-200:]}"
+            if done.returncode != 0:
+                raise RuntimeError(f"fit-head failed on {label}: {done.stderr.strip()[-300:]}")
+            fits = {m.parent.name: json.loads(m.read_text())["fit_seconds"]
+                    for m in sorted(out.glob("*/metrics.json"))}
+            result[f"{label}: {model}"] = {"wall_s": seconds, "fit_s": fits}
     tiny = synthetic_store(work / "tiny.h5", 60)
-    code = ("import sys, time; t = time.perf_counter(); from headstart.classify.cli import fit_head_main; "
-            "rc = fit_head_main(['--features', sys.argv[1], '--model', 'logreg', '-o', sys.argv[2]]); "
-            "print(time.perf_counter() - t, 'tensorflow' in sys.modules)")
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, str(tiny), str(work / "tiny-head")],
-                          capture_output=True, text=True)
-    result["logreg start-up on a tiny store (process wall s)"] = time.perf_counter() - start
-    result["tensorflow imported by logreg"] = done.stdout.strip().split()[-1:] == ["True"]
+    code = ("import sys; from headstart.classify.cli import fit_head_main; "
+            "rc = fit_head_main(sys.argv[1:]); "
+            "sys.stderr.write(f'tensorflow imported: {\"tensorflow\" in sys.modules}\\n'); "
+            "sys.exit(rc)")
+    for plots in ([], ["--no-plots"]):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code, "--features", str(tiny), "--model",
+                               "logreg", "-o", str(work / "tiny-head"), *plots],
+                              capture_output=True, text=True, check=True)
+        label = "plots" if not plots else "--no-plots"
+        result[f"60-row store: logreg, {label}"] = {
+            "wall_s": time.perf_counter() - start,
+            "tensorflow_imported": "tensorflow imported: True" in done.stderr}
     return result
+
+
+def drop_page_cache() -> bool:
+    """Empty the kernel's page cache (needs root), so the next read comes from the disk."""
+    subprocess.run(["sync"], check=False)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
 
 
 def bench_store(work: Path, n: int) -> dict:
@@ -198,25 +251,35 @@ def bench_store(work: Path, n: int) -> dict:
     for dtype in ("float32", "float16"):
         for compression in ("none", "lzf", "gzip"):
             path = synthetic_store(work / f"s-{dtype}-{compression}.h5", n, dtype, compression)
-            subprocess.run(["sync"], check=False)
-            seconds = timed(lambda: open_store(path).load_features(), repeat=2)
-            result[f"{dtype}, {compression}"] = {"MB": path.stat().st_size / 1e6, "load_s": seconds}
+            cold = drop_page_cache()
+            start = time.perf_counter()
+            open_store(path).load_features()
+            first = time.perf_counter() - start
+            seconds = timed(lambda path=path: open_store(path).load_features(), repeat=2)
+            result[f"{dtype}, {compression}"] = {"MB": path.stat().st_size / 1e6, "load_s": seconds,
+                                                 "cold_load_s" if cold else "first_load_s": first}
     rows, _ = fc2_like(n)
     for chunk in (1, 16, 64, 256):
         path = work / f"chunk{chunk}.h5"
         start = time.perf_counter()
         with h5py.File(path, "w") as f:
-            ds = f.create_dataset("features", shape=(0, 4096), maxshape=(None, 4096), chunks=(chunk, 4096), dtype="f4")
+            ds = f.create_dataset("features", shape=(0, 4096), maxshape=(None, 4096),
+                                  chunks=(chunk, 4096), dtype="f4")
             for i in range(0, n, 256):  # appended in commits of 256 rows, as extraction does
                 ds.resize(min(i + 256, n), axis=0)
                 ds[i:i + 256] = rows[i:i + 256]
         write_s = time.perf_counter() - start
+        cold = drop_page_cache()
         with h5py.File(path, "r") as f:
+            start = time.perf_counter()
+            f["features"][...]
+            first = time.perf_counter() - start
             load_s = timed(lambda f=f: f["features"][...], repeat=2)
             picks = np.sort(np.random.default_rng(0).choice(n, 512, replace=False))
-            pick_s = timed(lambda f=f: f["features"][picks], repeat=1)
-        result[f"chunk ({chunk}, 4096)"] = {"MB": path.stat().st_size / 1e6, "append_s": write_s,
-                                            "load_s": load_s, "512_random_rows_s": pick_s}
+            pick_s = timed(lambda f=f, picks=picks: f["features"][picks], repeat=1)
+        result[f"chunk ({chunk}, 4096)"] = {
+            "MB": path.stat().st_size / 1e6, "append_s": write_s, "load_s": load_s,
+            "cold_load_s" if cold else "first_load_s": first, "512_random_rows_s": pick_s}
     return result
 
 
@@ -234,11 +297,11 @@ def bench_float16(work: Path, pets_store: Path | None) -> dict:
     half_identity = index.identity.__class__(**{**index.identity.as_attrs(), "dtype": "float16"})
     half = write_store(work / "pets16.h5", features=rows, paths=index.paths, hashes=index.hashes,
                        classes=index.classes, identity=half_identity, attrs={"complete": True})
-    cli = shutil.which("fit-head") or "fit-head"
+    fit_head = cli("fit-head")
     result = {}
     for label, store in (("float32", pets_store), ("float16", half)):
         out = work / f"f16-{label}"
-        subprocess.run([cli, "--features", str(store), "--model", "logreg", "-o", str(out)],
+        subprocess.run([fit_head, "--features", str(store), "--model", "logreg", "-o", str(out)],
                        check=True, capture_output=True)
         metrics = json.loads(next(out.rglob("metrics.json")).read_text())
         result[label] = {"MB": Path(store).stat().st_size / 1e6, "metrics": metrics}
@@ -246,14 +309,125 @@ def bench_float16(work: Path, pets_store: Path | None) -> dict:
     return result
 
 
+def bench_precision(weights: str, count: int, batch_size: int) -> dict:
+    """Rows of mixed precision against float32 on the same real photos, and relative speed.
+
+    On a CPU only bfloat16 is tried (float16 arithmetic there is emulated and slow); where
+    a GPU is visible, float16 too. Differences are relative to the largest float32 value.
+    """
+    import tensorflow as tf
+    from headstart.extract.backbone import Backbone, WeightsSpec
+    from headstart.extract.images import decode_pixels
+
+    files = sorted(PETS.rglob("*.jpg"))[:: max(1, 1000 // count)][:count]
+    pixels = np.stack([decode_pixels(f.read_bytes()) for f in files])
+    spec = WeightsSpec.parse(weights)
+
+    def embed_all(backbone):
+        return np.concatenate([backbone.embed(pixels[i:i + batch_size])
+                               for i in range(0, len(pixels), batch_size)])
+
+    reference = Backbone(spec)
+    exact = embed_all(reference)
+    full_s = timed(lambda: embed_all(reference), repeat=1)
+    scale = float(np.abs(exact).max())
+    result = {"images": len(pixels), "weights": "pretrained file" if spec.path else weights}
+    policies = ["mixed_bfloat16"] + (["mixed_float16"] if tf.config.list_physical_devices("GPU")
+                                     else [])
+    for precision in policies:
+        backbone = Backbone(spec, precision=precision)
+        rows = embed_all(backbone)
+        cosine = np.sum(rows * exact, 1) / (np.linalg.norm(rows, axis=1)
+                                             * np.linalg.norm(exact, axis=1) + 1e-12)
+        result[precision] = {
+            "max_abs_diff / max": float(np.abs(rows - exact).max()) / scale,
+            "mean_abs_diff / max": float(np.abs(rows - exact).mean()) / scale,
+            "max (1 - cosine to float32)": float(1 - cosine.min()),
+            "speed vs float32": full_s / timed(lambda b=backbone: embed_all(b), repeat=1),
+        }
+    return result
+
+
+def markdown(report: dict) -> str:
+    """The report as the tables the README's Performance section shows."""
+    out = []
+    m = report["machine"]
+    out.append(f"Machine: {m['cpu']}, {m['cores']} cores visible, {m['memory_gb']} GB; "
+               f"Python {m['python']}, TensorFlow {m['tensorflow']} "
+               f"({'CUDA' if m['tf_cuda_build'] else 'CPU'} build); "
+               f"GPUs: {', '.join(m['gpus']) or 'none'}.\n")
+    if "ceiling" in report:
+        out += ["| bare fc2 model, pre-decoded batches | images/s |", "| --- | ---: |"]
+        out += [f"| {k} | {v:.1f} |" for k, v in report["ceiling"].items() if k != "best"]
+        out.append("")
+    if "e2e" in report:
+        out += ["| extract-features (end to end) | images | images/s | ceiling around it "
+                "| ratio |", "| --- | ---: | ---: | ---: | ---: |"]
+        for k, v in report["e2e"].items():
+            out.append(f"| {k} | {v['images']} | {v['images_per_s']:.1f} | "
+                       f"{v['ceiling_around']:.1f} | {v['ratio_to_ceiling']:.2f} |")
+        out.append("")
+    if "memory_peak_rss_mb" in report:
+        mem = report["memory_peak_rss_mb"]
+        first = next(iter(mem.values()))
+        out += ["| extract-features, images | peak RSS (MB) | vs first |", "| ---: | ---: | ---: |"]
+        out += [f"| {k} | {v:.0f} | {v / first:.3f} |" for k, v in mem.items()]
+        out.append("")
+    if "heads_wall_s" in report:
+        out += ["| fit-head (whole process, plots included) | wall s | fit s (logreg) "
+                "| fit s (softmax) |", "| --- | ---: | ---: | ---: |"]
+        for k, v in report["heads_wall_s"].items():
+            fits = [f"{v['fit_s'][m]:.1f}" if m in v.get("fit_s", {}) else "-"
+                    for m in ("logreg", "softmax")]
+            note = " (TensorFlow imported!)" if v.get("tensorflow_imported") else ""
+            out.append(f"| {k}{note} | {v['wall_s']:.1f} | " + " | ".join(fits) + " |")
+        out.append("")
+    if "store" in report:
+        rows = report["sizes"]["rows"]
+        out += [f"| store, {rows:,} x 4096 | MB | load, cold cache (s) | load, cached (s) "
+                "| append (s) | 512 random rows (s) |",
+                "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for k, v in report["store"].items():
+            cells = [f"{v[c]:.2f}" if c in v else "-"
+                     for c in ("cold_load_s", "load_s", "append_s", "512_random_rows_s")]
+            out.append(f"| {k} | {v['MB']:.0f} | " + " | ".join(cells) + " |")
+        out.append("")
+    f16 = report.get("float16", {})
+    if "float32" in f16:
+        out += ["| pets-1k store, logreg | MB | test accuracy | test log loss |",
+                "| --- | ---: | ---: | ---: |"]
+        for k in ("float32", "float16"):
+            test = f16[k]["metrics"]["test"]
+            out.append(f"| {k} | {f16[k]['MB']:.1f} | {test['accuracy']:.2%} | "
+                       f"{test.get('log_loss', float('nan')):.4f} |")
+        out.append("")
+    precision = report.get("precision", {})
+    policies = [k for k in precision if k.startswith("mixed")]
+    if policies:
+        columns = list(precision[policies[0]])
+        out += [f"| precision ({precision['images']} photos) | " + " | ".join(columns) + " |",
+                "| --- |" + " ---: |" * len(columns)]
+        out += [f"| {p} | " + " | ".join(f"{precision[p][c]:.4g}" for c in columns) + " |"
+                for p in policies]
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
+    global PETS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
-    parser.add_argument("--weights-file", help="realistic VGG16 weights for the pets-1k heads and float16 sections")
+    parser.add_argument("--weights-file",
+                        help="realistic VGG16 weights for the pets-1k heads and float16 sections")
+    parser.add_argument("--photos", type=Path, default=PETS,
+                        help="folder with one sub-folder of JPEGs per class (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--output", default=str(HERE / "results" / "bench.json"))
     args = parser.parse_args()
+    PETS = args.photos
+    if not PETS.is_dir():
+        parser.error(f"No photo folder at '{PETS}'; pass --photos DIR (class folders of JPEGs).")
     only = set(args.only.split(","))
     sizes = dict(pets=200 if args.quick else 1000, large=16 if args.quick else 64,
                  memory=[100, 300] if args.quick else [100, 1000, 5000],
@@ -267,10 +441,8 @@ def main() -> None:
         if "ceiling" in only:
             report["ceiling"] = bench_ceiling(backbone, args.batch_size, sizes["ceiling_batches"])
         if "e2e" in only:
-            report["e2e"] = bench_e2e(backbone, work, sizes["pets"], sizes["large"], args.batch_size)
-            if "ceiling" in report:
-                for entry in report["e2e"].values():
-                    entry["ratio_to_ceiling"] = entry["images_per_s"] / report["ceiling"]["best"]
+            report["e2e"] = bench_e2e(backbone, work, sizes["pets"], sizes["large"],
+                                      args.batch_size, sizes["ceiling_batches"])
         if "memory" in only:
             report["memory_peak_rss_mb"] = bench_memory(work, sizes["memory"], args.batch_size)
         pets_store = None
@@ -286,9 +458,15 @@ def main() -> None:
             report["store"] = bench_store(work, sizes["rows"])
         if "float16" in only:
             report["float16"] = bench_float16(work, pets_store)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps(report, indent=2, default=str))
+        if "precision" in only:
+            report["precision"] = bench_precision(args.weights_file or "none",
+                                                  32 if args.quick else 128, args.batch_size)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2, default=str))
+    output.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"Written: {output} and {output.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

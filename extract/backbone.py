@@ -23,7 +23,9 @@ from .images import RESIZE
 MODEL = "VGG16"
 LAYER = "fc2"
 INPUT_SIZE = 224
-PREPROCESSING = "keras.applications.vgg16.preprocess_input (caffe: RGB->BGR, ImageNet means subtracted)"
+PREPROCESSING = (
+    "keras.applications.vgg16.preprocess_input (caffe: RGB->BGR, ImageNet means subtracted)"
+)
 FEATURE_DIM = 4096
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -183,8 +185,9 @@ class Backbone:
         if self.replicas == 1:
             return self._forward(batch).numpy()
         # Dispatch every slice before reading any result, so the devices run together.
-        slices = [part for part in np.array_split(batch, self.replicas)]
-        pending = [forward(part) for forward, part in zip(self._forwards, slices) if len(part)]
+        slices = np.array_split(batch, self.replicas)
+        pending = [forward(part) for forward, part in zip(self._forwards, slices, strict=True)
+                   if len(part)]
         return np.concatenate([result.numpy() for result in pending])
 
 

@@ -23,18 +23,21 @@ def build_parser() -> argparse.ArgumentParser:
         "an interrupted run and adds new images; nothing stored is recomputed.",
     )
     parser.add_argument("directory", metavar="DIR", help="folder with one sub-folder per class")
-    parser.add_argument("-o", "--output", default="features.h5", help="store file (default: %(default)s)")
+    parser.add_argument("-o", "--output", default="features.h5",
+                        help="store file (default: %(default)s)")
     parser.add_argument(
         "--weights", default="imagenet",
         help="'imagenet' (Keras downloads and caches them), 'none' (seeded random init, for "
         "smoke tests) or PATH to a Keras VGG16 weights file (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for --weights none (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for --weights none (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="images per model call and per GPU; all visible GPUs are used "
                         "(limit them with CUDA_VISIBLE_DEVICES) (default: %(default)s)")
     parser.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
-                        help="storage type of the rows; float16 halves the file (default: %(default)s)")
+                        help="storage type of the rows; float16 halves the file "
+                        "(default: %(default)s)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="backbone arithmetic: mixed_float16 is several times faster on "
                         "NVIDIA GPUs; rows differ slightly and are never mixed with float32 ones "
@@ -95,8 +98,8 @@ def format_summary(summary: Summary) -> str:
                 f"{summary.added} new this run; classes: {classes}")
     lines = [head]
     if summary.skipped:
-        lines.append(f"skipped {len(summary.skipped)} unreadable files ({summary.skipped_now} this run), "
-                     "recorded in the store under skipped/:")
+        lines.append(f"skipped {len(summary.skipped)} unreadable files "
+                     f"({summary.skipped_now} this run), recorded in the store under skipped/:")
         lines += [f"  {path}: {reason}" for path, reason in summary.skipped[:20]]
         if len(summary.skipped) > 20:
             lines.append(f"  ... and {len(summary.skipped) - 20} more (features-info lists them)")

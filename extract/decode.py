@@ -86,7 +86,8 @@ def stack_pixels(group: list[Decoded]) -> np.ndarray:
     return np.stack([item.pixels for item in group if item.pixels is not None])
 
 
-def hash_files(items: Iterable[tuple[str, str | Path]], workers: int | None = None) -> dict[str, str]:
+def hash_files(items: Iterable[tuple[str, str | Path]],
+               workers: int | None = None) -> dict[str, str]:
     """key -> sha256 of each file's bytes ("" where the file cannot be read)."""
     def one(item):
         key, path = item

@@ -19,7 +19,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-RESIZE = "exif-transpose, first frame, RGB (16-bit scaled, alpha on white), JPEG draft, PIL bilinear"
+RESIZE = (
+    "exif-transpose, first frame, RGB (16-bit scaled, alpha on white), JPEG draft, PIL bilinear"
+)
 MAX_PIXELS = 100_000_000  # refuse decompression bombs above 100 megapixels
 
 
@@ -137,7 +139,7 @@ def read_file(path: str | Path) -> tuple[bytes, str]:
 
 
 def decode_pixels(data: bytes, size: int = 224) -> np.ndarray:
-    """uint8 RGB pixels, shape (size, size, 3), from an encoded image; UnreadableImageError if not."""
+    """uint8 RGB pixels, shape (size, size, 3), of an encoded image; UnreadableImageError if not."""
     if not data:
         raise UnreadableImageError("empty file")
     try:
@@ -157,7 +159,9 @@ def decode_pixels(data: bytes, size: int = 224) -> np.ndarray:
     except Image.DecompressionBombError as error:
         raise UnreadableImageError(f"decompression bomb: {error}") from None
     except Image.UnidentifiedImageError:
-        raise UnreadableImageError("not an image Pillow can identify (corrupt or another format)") from None
+        raise UnreadableImageError(
+            "not an image Pillow can identify (corrupt or another format)"
+        ) from None
     except Exception as error:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
         raise UnreadableImageError(f"{type(error).__name__}: {error}") from None
 

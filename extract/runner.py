@@ -87,7 +87,7 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 def embed_files(files: Sequence[str | Path], backbone: Backbone, *, batch_size: int = 32,
                 workers: int | None = None) -> Embedded:
-    """fc2 rows of image files, float32 (n_readable, 4096); unreadable files are listed, not fatal."""
+    """float32 fc2 rows (n_readable, 4096) of image files; unreadable ones are listed, not fatal."""
     paths, rows, skipped = [], [], []
     stream = decode_stream(((str(f), f) for f in files), size=INPUT_SIZE, workers=workers)
     for group in batched(stream, batch_size):
@@ -97,14 +97,16 @@ def embed_files(files: Sequence[str | Path], backbone: Backbone, *, batch_size: 
             rows.append(backbone.embed(stack_pixels(group)))
             paths += readable
     dim = rows[0].shape[1] if rows else 4096
-    return Embedded(paths, np.concatenate(rows) if rows else np.zeros((0, dim), np.float32), skipped)
+    return Embedded(paths, np.concatenate(rows) if rows else np.zeros((0, dim), np.float32),
+                    skipped)
 
 
 def library_versions() -> dict[str, str]:
     """Versions of everything that shapes the numbers, recorded with the store."""
     from importlib.metadata import version
 
-    return {f"version_{name}": version(name) for name in ("tensorflow", "keras", "numpy", "h5py", "pillow")}
+    return {f"version_{name}": version(name)
+            for name in ("tensorflow", "keras", "numpy", "h5py", "pillow")}
 
 
 def extract_features(
@@ -144,7 +146,8 @@ def extract_features(
     spec = WeightsSpec.parse(weights, seed)
     identity = pipeline_identity(spec.identity_string(), dtype, precision)
     if backbone is not None and backbone.identity != identity:
-        raise ValueError(f"the backbone given makes other rows: {backbone.identity.differences(identity)}")
+        raise ValueError("the backbone given makes other rows: "
+                         f"{backbone.identity.differences(identity)}")
     for path, why in folder.ignored:
         log(f"ignored {path}: {why}")
     with exclusive_lock(output):
@@ -243,7 +246,8 @@ def _stop_on_sigint():
 
 def _check_output(output: Path) -> None:
     if output.is_dir():
-        raise StoreError(f"Output '{output}' is a directory; pass a file name such as {output}/features.h5.")
+        raise StoreError(f"Output '{output}' is a directory; "
+                         f"pass a file name such as {output}/features.h5.")
     if not output.parent.exists():
         raise StoreError(f"Output folder '{output.parent}' does not exist; create it first.")
     probe = output.parent / f".{output.name}.writable-{id(output)}"

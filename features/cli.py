@@ -32,18 +32,23 @@ def describe(path: str | Path, *, list_skipped: bool = False) -> str:
         skipped = [(p, r.reason) for p, r in records.items() if r.row is None]
         lines.append(f"rows: none consolidated yet; {len(records) - len(skipped)} in parts")
         if identity is None:
-            raise StoreError(f"No feature store at '{path}': run `extract-features DIR -o {path}` first.")
+            raise StoreError(f"No feature store at '{path}': "
+                             f"run `extract-features DIR -o {path}` first.")
     lines += [
-        f"model: {identity.model} {identity.layer}, input {identity.input_size}x{identity.input_size}",
-        f"weights: {identity.weights}" + (f" ({attrs['weights_path']})" if attrs.get("weights_path") else ""),
+        f"model: {identity.model} {identity.layer}, "
+        f"input {identity.input_size}x{identity.input_size}",
+        f"weights: {identity.weights}"
+        + (f" ({attrs['weights_path']})" if attrs.get("weights_path") else ""),
         f"preprocessing: {identity.preprocessing}",
         f"resize: {identity.resize}",
-        f"made by: headstart {attrs.get('tool_version', '?')}, tensorflow {attrs.get('version_tensorflow', '?')}",
+        f"made by: headstart {attrs.get('tool_version', '?')}, "
+        f"tensorflow {attrs.get('version_tensorflow', '?')}",
         f"source: {attrs.get('source_dir', '?')}",
     ]
     size = sum(f.stat().st_size for f in store_files(path))
     if pending:
-        lines.append(f"complete: no — {len(pending)} part files pending; run `{attrs.get('command') or 'extract-features'}` again to finish")
+        lines.append(f"complete: no — {len(pending)} part files pending; "
+                     f"run `{attrs.get('command') or 'extract-features'}` again to finish")
     else:
         lines.append(f"complete: {'yes' if attrs.get('complete') else 'no'}")
     lines.append(f"size on disk: {size / 1e6:.1f} MB")
@@ -61,9 +66,12 @@ def _part_identity(part: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="features-info", description="Summarise a headstart feature store.")
-    parser.add_argument("store", nargs="?", default="features.h5", help="store file (default: %(default)s)")
-    parser.add_argument("--skipped", action="store_true", help="list every skipped file with its reason")
+    parser = argparse.ArgumentParser(prog="features-info",
+                                     description="Summarise a headstart feature store.")
+    parser.add_argument("store", nargs="?", default="features.h5",
+                        help="store file (default: %(default)s)")
+    parser.add_argument("--skipped", action="store_true",
+                        help="list every skipped file with its reason")
     args = parser.parse_args(argv)
     try:
         print(describe(args.store, list_skipped=args.skipped))

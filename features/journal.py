@@ -47,7 +47,8 @@ def store_files(store: str | Path) -> list[Path]:
     return ([store] if store.exists() else []) + part_files(store)
 
 
-def read_records(files: Sequence[Path], identity: schema.Identity | None = None) -> dict[str, Record]:
+def read_records(files: Sequence[Path],
+                 identity: schema.Identity | None = None) -> dict[str, Record]:
     """Latest record per path across `files` (later files win), refusing other identities."""
     records: dict[str, Record] = {}
     for source, file in enumerate(files):
@@ -55,7 +56,7 @@ def read_records(files: Sequence[Path], identity: schema.Identity | None = None)
             index = read_index(handle)
         if identity is not None and index.identity != identity:
             raise StoreError(_mismatch_message(file, index.identity, identity))
-        for row, (path, sha) in enumerate(zip(index.paths, index.hashes)):
+        for row, (path, sha) in enumerate(zip(index.paths, index.hashes, strict=True)):
             records[path] = Record(source, row, sha)
         for path, reason, sha in index.skipped:
             records[path] = Record(source, None, sha, reason)
@@ -89,7 +90,8 @@ class PartWriter:
         self.identity, self.classes, self.attrs = identity, list(classes), attrs
         self.flush_rows = flush_rows
         self.committed_rows = 0
-        existing = [int(m.group(1)) for p in part_files(store) if (m := PART_PATTERN.search(p.name))]
+        existing = [int(m.group(1)) for p in part_files(store)
+                    if (m := PART_PATTERN.search(p.name))]
         self._next_part = max(existing, default=-1) + 1
         self._rows: list[np.ndarray] = []
         self._paths: list[str] = []
@@ -162,7 +164,8 @@ def consolidate(
         sources = [h[schema.FEATURES] for h in handles]
         dims = {s.shape[1] for s in sources if s.shape[0]}
         if len(dims) > 1:
-            raise StoreError(f"'{store}' and its parts disagree on the feature size: {sorted(dims)}.")
+            raise StoreError(f"'{store}' and its parts disagree on the feature size: "
+                             f"{sorted(dims)}.")
         dim = dims.pop() if dims else (sources[0].shape[1] if sources else 1)
         itemsize = np.dtype(identity.dtype).itemsize
         with atomic_store(store, expected_bytes=len(stored) * dim * itemsize) as out:
@@ -191,7 +194,7 @@ def _gather(sources: list, block: list[Record], dim: int, dtype: str) -> np.ndar
     for position, record in enumerate(block):
         by_source.setdefault(record.source, []).append((position, record.row))
     for source, pairs in by_source.items():
-        positions, rows = (np.array(col) for col in zip(*pairs))
+        positions, rows = (np.array(col) for col in zip(*pairs, strict=True))
         out[positions] = read_rows(sources[source], rows)
     return out
 

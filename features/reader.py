@@ -59,7 +59,8 @@ def open_h5(path: str | Path) -> h5py.File:
     """Open any file for reading, turning h5py's low-level errors into one clear sentence."""
     path = Path(path)
     if not path.exists():
-        raise StoreError(f"No feature store at '{path}': run `extract-features DIR -o {path}` first.")
+        raise StoreError(f"No feature store at '{path}': "
+                         f"run `extract-features DIR -o {path}` first.")
     if path.is_dir():
         raise StoreError(f"'{path}' is a directory, not a feature store file.")
     try:
@@ -101,7 +102,8 @@ def read_index(handle: h5py.File) -> Index:
                 "the store is damaged, re-create it."
             )
     if columns[schema.LABELS].dtype.kind not in "iu":
-        raise StoreError(f"'{name}': 'labels' must be integers, found {columns[schema.LABELS].dtype}.")
+        raise StoreError(f"'{name}': 'labels' must be integers, "
+                         f"found {columns[schema.LABELS].dtype}.")
     classes = _strings(handle[schema.CLASSES])
     labels = columns[schema.LABELS][...].astype(np.int32)
     if n_rows and (labels.min() < 0 or labels.max() >= len(classes)):
@@ -115,7 +117,9 @@ def read_index(handle: h5py.File) -> Index:
                            _hashes(handle[schema.SKIPPED_HASHES]), strict=True))
         paths, hashes = _strings(columns[schema.PATHS]), _hashes(columns[schema.HASHES])
     except (ValueError, TypeError, UnicodeDecodeError, AttributeError) as error:
-        raise StoreError(f"'{name}': paths or hashes are unreadable ({error}); re-create it.") from None
+        raise StoreError(
+            f"'{name}': paths or hashes are unreadable ({error}); re-create it."
+        ) from None
     attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
     return Index(paths, hashes, labels, classes, skipped, identity, attrs)
 
@@ -160,7 +164,7 @@ class FeatureStore:
         return rows.astype(dtype, copy=False)
 
     def iter_chunks(self, rows: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
-        """Yield (row slice, float32 block) in storage order, `rows` at a time (default: a chunk)."""
+        """Yield (row slice, float32 block) in stored order, `rows` at a time (default: a chunk)."""
         step = rows or self.features.chunks[0]
         for start in range(0, self.n_rows, step):
             block = slice(start, min(start + step, self.n_rows))
@@ -168,7 +172,7 @@ class FeatureStore:
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.classes))
-        return dict(zip(self.classes, counts.tolist()))
+        return dict(zip(self.classes, counts.tolist(), strict=True))
 
     def close(self) -> None:
         self._handle.close()

@@ -72,7 +72,7 @@ class Identity:
         return cls(**{k: v if not isinstance(v, bytes) else v.decode() for k, v in values.items()})
 
     def differences(self, other: Identity) -> list[str]:
-        """Human-readable list of fields that differ, e.g. ["weights: 'none (seed 0)' vs 'imagenet'"]."""
+        """Readable list of fields that differ, e.g. ["weights: 'none (seed 0)' vs 'imagenet'"]."""
         return [
             f"{key}: {getattr(self, key)!r} vs {getattr(other, key)!r}"
             for key in IDENTITY_KEYS

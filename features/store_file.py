@@ -135,7 +135,9 @@ def write_index(
         schema.HASHES, data=np.array(list(hashes), dtype=schema.HASH_DTYPE), maxshape=(None,)
     )
     handle.create_dataset(schema.CLASSES, data=list(classes), dtype=schema.STRING)
-    skipped_paths, reasons, skipped_hashes = (list(col) for col in zip(*skipped)) if skipped else ([], [], [])
+    skipped_paths, reasons, skipped_hashes = (
+        (list(col) for col in zip(*skipped, strict=True)) if skipped else ([], [], [])
+    )
     handle.create_dataset(schema.SKIPPED_PATHS, data=skipped_paths, dtype=schema.STRING)
     handle.create_dataset(schema.SKIPPED_REASONS, data=reasons, dtype=schema.STRING)
     handle.create_dataset(

@@ -20,7 +20,8 @@ IDENTITY = Identity("VGG16", "fc2", "none (seed 0)", 224, "test", "test", "float
 @pytest.fixture
 def pets(tmp_path) -> Path:
     """A private copy of the 28 sample photos (Cat/, Dog/), safe to modify."""
-    return Path(shutil.copytree(SAMPLE_PETS, tmp_path / "pets", ignore=shutil.ignore_patterns("*.md")))
+    return Path(shutil.copytree(SAMPLE_PETS, tmp_path / "pets",
+                                ignore=shutil.ignore_patterns("*.md")))
 
 
 def small_pets(root: Path, per_class: int) -> Path:
@@ -32,7 +33,8 @@ def small_pets(root: Path, per_class: int) -> Path:
     return root
 
 
-def write_image(path: Path, size=(40, 30), color=(200, 30, 30), mode="RGB", fmt=None, **save) -> Path:
+def write_image(path: Path, size=(40, 30), color=(200, 30, 30), mode="RGB", fmt=None,
+                **save) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, color).save(path, format=fmt, **save)
     return path
@@ -102,7 +104,7 @@ class FakeBackbone:
 def many_images(root: Path, count: int) -> Path:
     """`count` real photo files (copies of the samples), alternating between Cat/ and Dog/."""
     cats, dogs = (sorted((SAMPLE_PETS / cls).glob("*.jpg")) for cls in ("Cat", "Dog"))
-    sources = [photo for pair in zip(cats, dogs) for photo in pair]
+    sources = [photo for pair in zip(cats, dogs, strict=False) for photo in pair]
     for i in range(count):
         src = sources[i % len(sources)]
         dst = root / src.parent.name / f"{i:04d}.jpg"

@@ -257,34 +257,6 @@ def test_predict_passes_weights_and_reports_refusals(heads, tmp_path, monkeypatc
     assert "None of the given images could be read" in capsys.readouterr().err
 
 
-# ----------------------------------------------------------------------------- README
-
-
-def readme_blocks() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("<!-- section: classify (owner: classify) -->")
-    section = text[start:text.index("<!-- section: end -->", start)]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
-
-
-def test_readme_python_examples_run_without_tensorflow(tmp_path):
-    """The README's Python blocks, in order, in a folder with a features.h5 (Cat, Dog)."""
-    X, y = separable(n=1000, dim=256, seed=1)
-    make_store(tmp_path / "features.h5", X, y, classes=["Cat", "Dog"])
-    blocks = readme_blocks()
-    assert len(blocks) == 3 and "def test_logreg_head_reaches_90_percent" in blocks[2]
-    script = "\n".join(blocks) + textwrap.dedent("""
-        test_logreg_head_reaches_90_percent()
-        import numpy as np, sys
-        np.testing.assert_allclose(proba, head.predict_proba(X), rtol=1e-9)
-        assert "tensorflow" not in sys.modules and "keras" not in sys.modules
-    """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                            text=True)
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "heads" / "logreg" / "head.json").is_file()
-
-
 def test_write_store_helper_is_in_sync_with_the_store(tmp_path):
     """The synthetic stores these tests use are valid stores (guards the helper itself)."""
     path = write_store(tmp_path / "s.h5", features=np.zeros((2, 3)), paths=["a/1.jpg", "b/2.jpg"],

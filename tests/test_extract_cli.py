@@ -25,10 +25,12 @@ def extract(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
-def wait_for_parts(store: Path, process: subprocess.Popen, count: int = 1, timeout: float = 120) -> None:
+def wait_for_parts(store: Path, process: subprocess.Popen, count: int = 1,
+                   timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while len(part_files(store)) < count:
         assert process.poll() is None, process.communicate()
@@ -57,7 +59,8 @@ def reference(tmp_path_factory):
     from conftest import SAMPLE_PETS
 
     root = tmp_path_factory.mktemp("ref")
-    folder = Path(shutil.copytree(SAMPLE_PETS, root / "pets", ignore=shutil.ignore_patterns("*.md")))
+    folder = Path(shutil.copytree(SAMPLE_PETS, root / "pets",
+                                  ignore=shutil.ignore_patterns("*.md")))
     (folder / "Cat" / "666.jpg").write_bytes(b"")
     extract(str(folder), "-o", str(root / "ref.h5"), *FAST)
     return folder, root / "ref.h5"

@@ -22,7 +22,8 @@ pixels = np.stack([decode_one(str(f), f).pixels for f in files])
 single = Backbone(WeightsSpec("none", 0), devices=[]).embed(pixels)
 mirrored = Backbone(WeightsSpec("none", 0), devices=["/cpu:0", "/cpu:1"])
 assert mirrored.replicas == 2
-np.save(sys.argv[2], np.stack([single, mirrored.embed(pixels), mirrored.embed(pixels[:1])[0:1].repeat(len(files), 0)]))
+np.save(sys.argv[2], np.stack([single, mirrored.embed(pixels),
+                               mirrored.embed(pixels[:1])[0:1].repeat(len(files), 0)]))
 """
 
 
@@ -47,8 +48,10 @@ def test_mixed_bfloat16_rows_are_close_to_float32_and_recorded_as_such(tmp_path,
     spec = WeightsSpec("none", 0)
     full = backbone_cache(spec)
     mixed = backbone_cache(spec, precision="mixed_bfloat16")
-    pixels = np.stack([np.asarray(__import__("PIL.Image").Image.open(p).convert("RGB").resize((224, 224)))
-                       for p in sorted(folder.rglob("*.jpg"))])
+    pixels = np.stack([
+        np.asarray(__import__("PIL.Image").Image.open(p).convert("RGB").resize((224, 224)))
+        for p in sorted(folder.rglob("*.jpg"))
+    ])
     exact, approx = full.embed(pixels), mixed.embed(pixels)
     assert approx.dtype == np.float32
     scale = np.abs(exact).max()
@@ -60,4 +63,5 @@ def test_mixed_bfloat16_rows_are_close_to_float32_and_recorded_as_such(tmp_path,
     with open_store(out) as store:
         assert store.identity.precision == "mixed_bfloat16"
     with pytest.raises(StoreError, match="precision: 'mixed_bfloat16' vs 'float32'"):
-        extract_features(folder, out, weights="none", backbone=full, progress=False, log=lambda line: None)
+        extract_features(folder, out, weights="none", backbone=full, progress=False,
+                         log=lambda line: None)

@@ -20,7 +20,7 @@ def run(folder, out, **kw):
 
 def rows_by_path(path):
     with open_store(path) as store:
-        return dict(zip(store.paths, store.load_features()))
+        return dict(zip(store.paths, store.load_features(), strict=True))
 
 
 @pytest.mark.slow
@@ -37,7 +37,8 @@ def test_rows_equal_keras_own_vgg16_pipeline(tmp_path, seeded_weights, backbone_
     stored = rows_by_path(tmp_path / "f.h5")
     assert len(stored) == 6
     for relative, row in stored.items():
-        image = keras.utils.load_img(folder / relative, target_size=(224, 224), interpolation="bilinear")
+        image = keras.utils.load_img(folder / relative, target_size=(224, 224),
+                                     interpolation="bilinear")
         batch = keras.applications.vgg16.preprocess_input(keras.utils.img_to_array(image)[None])
         expected = fc2(batch, training=False).numpy()[0]
         # float32 round-off of a different batch composition; the resize filter is the same
@@ -49,7 +50,9 @@ def test_rows_equal_keras_own_vgg16_pipeline(tmp_path, seeded_weights, backbone_
 def test_seeded_none_equals_a_saved_seeded_weights_file(tmp_path, seeded_weights, backbone_cache):
     from headstart.extract.decode import decode_one
 
-    pixels = decode_one("x", sorted((small_pets(tmp_path / "p", 1) / "Cat").glob("*"))[0]).pixels[None]
+    pixels = decode_one(
+        "x", sorted((small_pets(tmp_path / "p", 1) / "Cat").glob("*"))[0]
+    ).pixels[None]
     from_file = backbone_cache(WeightsSpec.parse(str(seeded_weights)))
     seeded = backbone_cache(WeightsSpec("none", 0))
     np.testing.assert_allclose(seeded.embed(pixels), from_file.embed(pixels), rtol=1e-6)
@@ -113,7 +116,7 @@ def test_a_new_class_folder_relabels_consistently(tmp_path, cached_backbones):
     run(folder, out)
     with open_store(out) as store:
         assert store.classes == ["Bird", "Cat", "Dog"]
-        assert dict(zip(store.paths, store.labels.tolist())) == {
+        assert dict(zip(store.paths, store.labels.tolist(), strict=True)) == {
             "Bird/b.png": 0, store.paths[1]: 1, store.paths[2]: 2}
 
 
@@ -132,7 +135,8 @@ def test_float16_store_is_close_to_float32_and_half_the_rows_size(tmp_path, cach
     run(folder, tmp_path / "16.h5", dtype="float16")
     full, half = rows_by_path(tmp_path / "32.h5"), rows_by_path(tmp_path / "16.h5")
     for path in full:
-        np.testing.assert_allclose(half[path], full[path], rtol=1e-3, atol=1e-3 * np.abs(full[path]).max())
+        np.testing.assert_allclose(half[path], full[path], rtol=1e-3,
+                                   atol=1e-3 * np.abs(full[path]).max())
     with open_store(tmp_path / "16.h5") as store:
         assert store.features.dtype == np.float16
 
@@ -162,7 +166,8 @@ def test_imagenet_download_failure_points_to_weights_path(monkeypatch):
         raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(file_utils, "get_file", offline)
-    with pytest.raises(WeightsError, match=r"Could not get the ImageNet VGG16 weights .* --weights PATH"):
+    with pytest.raises(WeightsError,
+                       match=r"Could not get the ImageNet VGG16 weights .* --weights PATH"):
         build_vgg16(WeightsSpec("imagenet"))
 
 
@@ -176,14 +181,15 @@ def test_output_problems_are_reported_before_any_work(tmp_path):
 
 
 def test_memory_does_not_grow_with_the_number_of_images(tmp_path, cached_backbones):
-    """Peak Python/numpy allocations for 40 images stay at those for 8 (streaming, bounded buffers)."""
+    """Peak traced allocations for 40 images stay at those for 8 (streaming, bounded buffers)."""
     folder = tmp_path / "many"
     source = sorted((small_pets(tmp_path / "src", 4)).rglob("*.jpg"))
     for i in range(40):
         (folder / "c").mkdir(parents=True, exist_ok=True)
         shutil.copy(source[i % len(source)], folder / "c" / f"{i:03d}.jpg")
     few = tmp_path / "few"
-    shutil.copytree(folder, few, ignore=lambda d, names: [n for n in names if n.endswith(".jpg") and int(n[:3]) >= 8])
+    shutil.copytree(folder, few, ignore=lambda d, names: [
+        n for n in names if n.endswith(".jpg") and int(n[:3]) >= 8])
 
     def peak(src, out):
         tracemalloc.start()

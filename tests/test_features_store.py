@@ -138,7 +138,7 @@ def test_part_writer_commits_parts_and_consolidation_sorts_and_dedupes(tmp_path)
     assert len(part_files(store)) == 2
     with pytest.raises(StoreError, match="unfinished.*3 new images.*run `x` again"):
         open_store(store)
-    present = dict(zip(PATHS, HASHES)) | {"Cat/z.jpg": "e" * 64}
+    present = dict(zip(PATHS, HASHES, strict=True)) | {"Cat/z.jpg": "e" * 64}
     result = consolidate(store, identity=IDENTITY, classes=["Cat", "Dog"], present=present,
                          attrs={"complete": True})
     assert (result.rows, result.skipped, result.dropped) == (3, 1, 0)
@@ -147,7 +147,8 @@ def test_part_writer_commits_parts_and_consolidation_sorts_and_dedupes(tmp_path)
         assert s.paths == PATHS  # sorted by path, whatever the commit order
         np.testing.assert_array_equal(s.load_features(), rows)
     # Consolidating again (a crash between rename and deleting parts) changes nothing.
-    consolidate(store, identity=IDENTITY, classes=["Cat", "Dog"], present=present, attrs={"complete": True})
+    consolidate(store, identity=IDENTITY, classes=["Cat", "Dog"], present=present,
+                attrs={"complete": True})
     with open_store(store) as s:
         assert s.n_rows == 3
 
@@ -159,7 +160,8 @@ def test_consolidation_drops_vanished_and_changed_files_and_later_records_win(tm
     writer.add_rows(new_row, ["Cat/b.jpg"], ["f" * 64])  # Cat/b.jpg changed, re-extracted
     writer.commit()
     present = {"Cat/b.jpg": "f" * 64, "Dog/c.jpg": HASHES[2]}  # Cat/a.jpg was deleted
-    result = consolidate(store, identity=IDENTITY, classes=["Cat", "Dog"], present=present, attrs={})
+    result = consolidate(store, identity=IDENTITY, classes=["Cat", "Dog"], present=present,
+                         attrs={})
     assert result.dropped == 1
     with open_store(store, require_complete=False) as s:
         assert s.paths == ["Cat/b.jpg", "Dog/c.jpg"]
@@ -194,7 +196,8 @@ def test_second_writer_is_refused_and_lock_dies_with_its_holder(tmp_path):
         "import sys, time; from headstart.features import exclusive_lock\n"
         "with exclusive_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)"
     )
-    holder = subprocess.Popen([sys.executable, "-c", code, str(store)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", code, str(store)], stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(StoreBusyError, match="Another extract-features is writing"):

@@ -110,7 +110,8 @@ def test_an_interrupted_writer_leaves_the_previous_store_untouched(chaos_folder,
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store_file.os, "replace", failing_replace)
-        (folder / "Cat" / "added.png").write_bytes((folder.parent / "extra" / "Cat" / "new.png").read_bytes())
+        (folder / "Cat" / "added.png").write_bytes(
+            (folder.parent / "extra" / "Cat" / "new.png").read_bytes())
         with pytest.raises(OSError):
             fake_extract(folder, out)
     after = snapshot(out)
@@ -133,7 +134,8 @@ def test_disk_full_gives_a_clear_error_and_the_same_command_resumes(chaos_folder
     if limit == "full-filesystem":
         mount = ["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(small)]
         if subprocess.run(mount, capture_output=True).returncode != 0:
-            pytest.skip("mounting a tmpfs is not permitted here; the file-size-limit case covers it")
+            pytest.skip("mounting a tmpfs is not permitted here; "
+                        "the file-size-limit case covers it")
     restrict = None
     if limit == "file-size-limit":
         def restrict():
@@ -144,7 +146,8 @@ def test_disk_full_gives_a_clear_error_and_the_same_command_resumes(chaos_folder
         full = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                               preexec_fn=restrict)
         assert full.returncode == 1, full.stderr
-        assert "Ran out of disk space" in full.stderr and "run the same command again" in full.stderr
+        assert ("Ran out of disk space" in full.stderr
+                and "run the same command again" in full.stderr)
         assert "Traceback" not in full.stderr and len(full.stderr.strip().splitlines()) <= 3
         if limit == "full-filesystem":  # free space: grow the filesystem
             subprocess.run(["mount", "-o", "remount,size=8m", str(small)], check=True)
@@ -231,8 +234,9 @@ def test_fuzz_random_bytes_are_stored_or_skipped_never_raised(data):
 
 
 @FUZZ
-@given(st.sampled_from(sorted(SEEDS)), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
-                                               min_size=1, max_size=12), st.integers(0, 4000))
+@given(st.sampled_from(sorted(SEEDS)),
+       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=12),
+       st.integers(0, 4000))
 def test_fuzz_mutated_images_are_stored_or_skipped_never_raised(fmt, flips, cut):
     data = bytearray(SEEDS[fmt])
     for position, value in flips:
@@ -246,7 +250,8 @@ def test_huge_dimensions_in_a_header_are_refused_without_allocating():
     import zlib
 
     def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
 
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
@@ -258,11 +263,15 @@ def test_a_50_megapixel_jpeg_decodes_with_bounded_memory(tmp_path):
     """JPEG draft mode decodes 8660x5773 at 1/8 scale: far less than the 150 MB of full RGB."""
     path = tmp_path / "big.jpg"
     Image.new("RGB", (866, 577), (30, 120, 60)).resize((8660, 5773)).save(path, quality=80)
-    code = ("import resource, sys; from headstart.extract.images import decode_pixels, read_file\n"
-            "data, _ = read_file(sys.argv[1]); before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "pixels = decode_pixels(data); after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    code = ("import resource, sys; "
+            "from headstart.extract.images import decode_pixels, read_file\n"
+            "data, _ = read_file(sys.argv[1]); "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "pixels = decode_pixels(data); "
+            "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "print(pixels.shape, (after - before) // 1024)")
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                          check=True)
     shape, grown_mb = done.stdout.rsplit(" ", 1)
     assert shape == "(224, 224, 3)"
     assert int(grown_mb) < 60, done.stdout  # full decode would need 8660*5773*3 = 150 MB
