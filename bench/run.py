@@ -287,14 +287,15 @@ def bench_float16(work: Path, pets_store: Path | None) -> dict:
     """Test accuracy of logreg on the same images stored as float32 and as float16."""
     if pets_store is None:
         return {"skipped": "needs --weights-file for a realistic pets-1k store"}
-    import h5py
+    from dataclasses import replace
+
     from headstart.features import write_store
     from headstart.features.reader import open_h5, read_index
 
     with open_h5(pets_store) as f:
         index = read_index(f)
         rows = f["features"][...]
-    half_identity = index.identity.__class__(**{**index.identity.as_attrs(), "dtype": "float16"})
+    half_identity = replace(index.identity, dtype="float16")
     half = write_store(work / "pets16.h5", features=rows, paths=index.paths, hashes=index.hashes,
                        classes=index.classes, identity=half_identity, attrs={"complete": True})
     fit_head = cli("fit-head")
@@ -305,7 +306,6 @@ def bench_float16(work: Path, pets_store: Path | None) -> dict:
                        check=True, capture_output=True)
         metrics = json.loads(next(out.rglob("metrics.json")).read_text())
         result[label] = {"MB": Path(store).stat().st_size / 1e6, "metrics": metrics}
-    del h5py
     return result
 
 
