@@ -245,6 +245,7 @@ def drop_page_cache() -> bool:
 
 def bench_store(work: Path, n: int) -> dict:
     import h5py
+
     from headstart.features import open_store
 
     result = {}
@@ -316,6 +317,7 @@ def bench_precision(weights: str, count: int, batch_size: int) -> dict:
     a GPU is visible, float16 too. Differences are relative to the largest float32 value.
     """
     import tensorflow as tf
+
     from headstart.extract.backbone import Backbone, WeightsSpec
     from headstart.extract.images import decode_pixels
 

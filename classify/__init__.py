@@ -9,15 +9,15 @@ Importing this package does not import TensorFlow; only fitting a softmax head a
 predicting images do.
 """
 
-from .errors import ClassifyError, HeadError
-from .fit import FitResult, fit_head, fit_heads
-from .head import Head
-from .heads import HEADS
-from .logreg import LogRegHead
-from .persist import load_head, save_head
-from .predict import Predictions, predict_images, predict_store
-from .softmax import SoftmaxHead
-from .split import SPLITS, assign_splits
+from headstart.classify.fit import FitResult, fit_head, fit_heads
+from headstart.classify.head import Head
+from headstart.classify.heads import HEADS
+from headstart.classify.logreg import LogRegHead
+from headstart.classify.persist import load_head, save_head
+from headstart.classify.predict import Predictions, predict_images, predict_store
+from headstart.classify.softmax import SoftmaxHead
+from headstart.classify.split import SPLITS, assign_splits
+from headstart.errors import ClassifyError, HeadError
 
 __all__ = [
     "HEADS", "SPLITS", "ClassifyError", "FitResult", "Head", "HeadError", "LogRegHead",

@@ -1,7 +1,8 @@
 """fit-head and predict: parse arguments, call the library by keyword, print, set the status.
 
-Exit status: 0 success; 1 a head's test accuracy is below --assert-min-accuracy;
-2 bad input (one sentence on stderr: what went wrong, which file, what to do).
+Exit status as in every headstart command (headstart.errors): 0 success; 1 a head's test
+accuracy is below --assert-min-accuracy; 2 bad input (one sentence on stderr: what went
+wrong, which file, what to do); 3 the store is busy; 4 disk full or I/O error.
 """
 
 from __future__ import annotations
@@ -11,59 +12,32 @@ import inspect
 import sys
 from collections.abc import Callable
 
-from ..features import StoreError
-from . import report
-from .errors import ClassifyError
-from .fit import fit_heads
-from .heads import CLASS_WEIGHTS, HEADS
-from .logreg import LogRegHead
-from .persist import load_head
-from .predict import format_predictions, predict_images, predict_store, write_predictions
-from .softmax import SoftmaxHead
-from .split import format_fractions
+from headstart.classify import report
+from headstart.classify.fit import fit_heads
+from headstart.classify.heads import CLASS_WEIGHTS, HEADS
+from headstart.classify.logreg import LogRegHead
+from headstart.classify.persist import load_head
+from headstart.classify.predict import (
+    format_predictions,
+    predict_images,
+    predict_store,
+    write_predictions,
+)
+from headstart.classify.softmax import SoftmaxHead
+from headstart.cli import run_command
+from headstart.errors import EXIT_CHECK_FAILED, ClassifyError
+from headstart.options import Range, argument_type
 
 BOTH = "both"
-USER_ERROR = 2
-BELOW_ACCURACY = 1
 
 
 def _default(function: Callable, name: str):
     return inspect.signature(function).parameters[name].default
 
 
-def _number(kind: type, low: float, high: float | None = None, *, open_low: bool = False):
-    """argparse type: a `kind` number in [low, high] (or (low, high] with open_low)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < low or (open_low and value == low) or (high is not None and value > high):
-            bound = f"{'>' if open_low else '>='} {low:g}"
-            bound += f" and <= {high:g}" if high is not None else ""
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-    return parse
-
-
-def _run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
-         argv: list[str] | None, user_errors: tuple[type[Exception], ...] = ()) -> int:
-    """Parse, run, and turn the errors that describe bad input into one line and status 2.
-
-    Anything else is a bug and keeps its traceback.
-    """
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, or a usage error argparse already printed
-        return int(exit_.code or 0)
-    try:
-        return main(args)
-    except (ClassifyError, StoreError, OSError, *user_errors) as error:
-        print(f"{parser.prog}: {error}", file=sys.stderr)
-        return USER_ERROR
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted.", file=sys.stderr)
-        return 130
+def _typed(estimator, name: str):
+    """argparse type for a head option, from the head's own declaration (one source)."""
+    return argument_type(type(estimator).OPTIONS[name])
 
 
 # ----------------------------------------------------------------------------- fit-head
@@ -84,37 +58,39 @@ def fit_head_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, metavar="N", default=_default(fit_heads, "seed"),
                         help="decides the split and the softmax initialisation "
                              "(default: %(default)s)")
-    parser.add_argument("--split", metavar="TRAIN/VAL/TEST",
-                        default=format_fractions(_default(fit_heads, "split")),
-                        help="train/validation/test percentages, per class in expectation; an "
-                             "image's split depends only on the seed and its content "
+    parser.add_argument("--split", metavar="RULE", default=_default(fit_heads, "split"),
+                        help="'auto': the train/validation/test folders' split when the store "
+                             "was extracted from such folders, else 'hash'; 'given': the "
+                             "folders' split; 'hash': 70/15/15 by image content; or "
+                             "TRAIN/VAL/TEST percentages for the hash rule, e.g. 80/10/10 "
                              "(default: %(default)s)")
     parser.add_argument("--class-weight", choices=CLASS_WEIGHTS,
                         default=_default(fit_heads, "class_weight"),
                         help="'balanced' weights each class inversely to its frequency "
                              "(default: %(default)s)")
-    parser.add_argument("--assert-min-accuracy", type=_number(float, 0, 1), metavar="X",
+    parser.add_argument("--assert-min-accuracy", type=argument_type(Range(float, 0, 1)),
+                        metavar="X",
                         help="exit with status 1 if a head's test accuracy is below X (0..1)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     logreg = parser.add_argument_group("logreg")
-    logreg.add_argument("--C", type=_number(float, 0, open_low=True), dest="C",
+    logreg.add_argument("--C", type=_typed(LogRegHead(), "C"), dest="C",
                         help="fix the inverse regularisation strength instead of choosing it on "
                              f"validation from {', '.join(f'{c:g}' for c in LogRegHead().Cs)}")
     softmax = parser.add_argument_group("softmax")
-    softmax.add_argument("--hidden-units", type=_number(int, 0), metavar="N",
+    softmax.add_argument("--hidden-units", type=_typed(soft, "hidden_units"), metavar="N",
                          help="add one ReLU hidden layer of this size "
                               f"(default: {soft.hidden_units}, none)")
-    softmax.add_argument("--dropout", type=_number(float, 0, 0.95), metavar="RATE",
+    softmax.add_argument("--dropout", type=_typed(soft, "dropout"), metavar="RATE",
                          help=f"dropout rate before the output layer (default: {soft.dropout})")
-    softmax.add_argument("--epochs", type=_number(int, 1), metavar="N",
+    softmax.add_argument("--epochs", type=_typed(soft, "epochs"), metavar="N",
                          help=f"at most this many epochs (default: {soft.epochs})")
-    softmax.add_argument("--patience", type=_number(int, 0), metavar="N",
+    softmax.add_argument("--patience", type=_typed(soft, "patience"), metavar="N",
                          help="stop after this many epochs without a lower validation loss "
                               f"(default: {soft.patience})")
-    softmax.add_argument("--batch-size", type=_number(int, 1), metavar="N",
+    softmax.add_argument("--batch-size", type=_typed(soft, "batch_size"), metavar="N",
                          help=f"images per step (default: {soft.batch_size})")
-    softmax.add_argument("--learning-rate", type=_number(float, 0, open_low=True), metavar="LR",
+    softmax.add_argument("--learning-rate", type=_typed(soft, "learning_rate"), metavar="LR",
                          help=f"Adam's learning rate (default: {soft.learning_rate:g})")
     return parser
 
@@ -143,12 +119,12 @@ def _fit(args: argparse.Namespace) -> int:
                   f"is below --assert-min-accuracy {report.percent(args.assert_min_accuracy)}.",
                   file=sys.stderr)
         if below:
-            return BELOW_ACCURACY
+            return EXIT_CHECK_FAILED
     return 0
 
 
 def fit_head_main(argv: list[str] | None = None) -> int:
-    return _run(_fit, fit_head_parser(), argv)
+    return run_command(fit_head_parser(), _fit, argv)
 
 
 # ------------------------------------------------------------------------------ predict
@@ -164,11 +140,11 @@ def predict_parser() -> argparse.ArgumentParser:
                         help="image files, or folders searched recursively for images")
     parser.add_argument("--features", metavar="STORE",
                         help="predict the rows of this feature store instead of images")
-    parser.add_argument("--top-k", type=_number(int, 1), default=3, metavar="K",
+    parser.add_argument("--top-k", type=argument_type(Range(int, 1)), default=3, metavar="K",
                         help="also show the k most probable classes (default: %(default)s)")
     parser.add_argument("--output", metavar="FILE",
                         help="also write every prediction to FILE (.csv or .json)")
-    parser.add_argument("--batch-size", type=_number(int, 1), metavar="N",
+    parser.add_argument("--batch-size", type=argument_type(Range(int, 1)), metavar="N",
                         default=_default(predict_images, "batch_size"),
                         help="images per backbone batch (default: %(default)s)")
     parser.add_argument("--weights", metavar="PATH",
@@ -202,6 +178,4 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def predict_main(argv: list[str] | None = None) -> int:
-    from ..extract import WeightsError  # headstart.extract imports TensorFlow only when used
-
-    return _run(_predict, predict_parser(), argv, (WeightsError,))
+    return run_command(predict_parser(), _predict, argv)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..features import Identity, open_store
-from .errors import ClassifyError
+from headstart.errors import ClassifyError
+from headstart.features import Identity, open_store
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Dataset:
     identity: Identity
     attrs: dict
     source: Path
+    given_splits: list[str] | None = None  # each row's split from pre-split folders
 
     @property
     def dim(self) -> int:
@@ -30,13 +31,22 @@ class Dataset:
 
 
 def load_dataset(path: str | Path = "features.h5") -> Dataset:
-    """Read a complete store; StoreError or ClassifyError (one sentence) for unusable ones."""
+    """Read a complete, labelled store.
+
+    Raises StoreError or ClassifyError (one sentence) for unusable ones: missing,
+    unfinished, damaged, unlabelled, one class, non-finite rows.
+    """
     path = Path(path)
     with open_store(path) as store:
+        if not store.labelled:
+            raise ClassifyError(
+                f"'{path}' is an unlabelled store (extracted with --unlabelled), so there is "
+                f"nothing to fit; score it with `predict --head HEAD --features {path}`."
+            )
         features = store.load_features()
         dataset = Dataset(features, np.asarray(store.labels, dtype=np.int32), list(store.classes),
                           list(store.paths), list(store.hashes), store.identity, dict(store.attrs),
-                          path)
+                          path, store.given_splits)
     check_dataset(dataset)
     return dataset
 

@@ -19,25 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import report
-from .dataset import Dataset, load_dataset
-from .errors import ClassifyError
-from .head import Head
-from .heads import HEADS, make_estimator, options_of
-from .persist import save_head
-from .plots import plot_confusion, plot_history, plot_selection
-from .softmax import save_keras
-from .split import (
-    DEFAULT_FRACTIONS,
-    RULE,
-    SPLITS,
-    assign_splits,
-    check_split,
-    format_fractions,
-    parse_fractions,
-    split_counts,
-    write_split_csv,
-)
+from headstart.classify import report
+from headstart.classify.dataset import Dataset, load_dataset
+from headstart.classify.head import Head
+from headstart.classify.heads import HEADS, make_estimator, options_of
+from headstart.classify.persist import save_head
+from headstart.classify.plots import plot_confusion, plot_history, plot_selection
+from headstart.classify.softmax import save_keras
+from headstart.classify.split import SPLITS, check_split_option, resolve_split, write_split_csv
+from headstart.errors import ClassifyError
 
 
 @dataclass
@@ -64,7 +54,7 @@ def fit_heads(
     *,
     out_dir: str | Path | None = "heads",
     seed: int = 0,
-    split: str | Sequence[float] = DEFAULT_FRACTIONS,
+    split: str | Sequence[float] = "auto",
     class_weight: str = "none",
     plots: bool = True,
     log: Callable[[str], None] | None = None,
@@ -73,7 +63,8 @@ def fit_heads(
     """Fit each head in `models` on the same split of the store `features`.
 
     seed: decides the split and the softmax initialisation and shuffling.
-    split: train / validation / test fractions, e.g. (0.7, 0.15, 0.15) or "70/15/15".
+    split: "auto" (the folders' split if the store has one, else the hash rule 70/15/15),
+        "given", "hash", or hash-rule fractions, e.g. "80/10/10"; see resolve_split.
     out_dir: heads are written to out_dir/<model>/; None writes nothing.
     plots: draw the PNG plots (matplotlib) into each head's directory.
     log: called with one line of progress at a time (e.g. print to stderr).
@@ -84,21 +75,20 @@ def fit_heads(
     unknown = [m for m in models if m not in HEADS]
     if unknown or not models:
         raise ClassifyError(f"Unknown head {unknown or models!r}; choose from {', '.join(HEADS)}.")
-    split = parse_fractions(split)
+    estimators = {model: make_estimator(model, seed=seed, class_weight=class_weight,
+                                        **head_options) for model in models}
+    check_split_option(split)
     data = load_dataset(features)
-    assignment = assign_splits(data.hashes, seed=seed, fractions=split)
-    check_split(assignment, data.labels, data.classes, seed=seed, fractions=split, source=features)
-    rows = {name: np.flatnonzero(assignment == s) for s, name in enumerate(SPLITS)}
+    chosen = resolve_split(hashes=data.hashes, labels=data.labels, classes=data.classes,
+                           seed=seed, split=split, given=data.given_splits, source=features)
+    assignment, split_info = chosen.assignment, chosen.info
+    rows = {name: chosen.rows(name) for name in SPLITS}
     log(f"{data.source}: {len(data.labels):,} images of {len(data.classes)} classes, "
-        f"{data.dim} features; split {format_fractions(split)} (seed {seed}): "
+        f"{data.dim} features; {report.split_text(split_info)}: "
         + ", ".join(f"{name} {len(r):,}" for name, r in rows.items()))
-    split_info = {"rule": RULE, "key": "sha256 of the image file", "seed": seed,
-                  "fractions": dict(zip(SPLITS, split, strict=True)),
-                  "counts": split_counts(assignment, data.labels, data.classes),
-                  "file": "split.csv"}
     results = []
     for model in models:
-        estimator = make_estimator(model, seed=seed, class_weight=class_weight, **head_options)
+        estimator = estimators[model]
         log(f"fitting {model} on {len(rows['train']):,} images...")
         start = time.perf_counter()
         estimator.fit(data.features[rows["train"]], data.labels[rows["train"]],

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..features import Identity
-from .errors import HeadError
+from headstart.errors import HeadError
+from headstart.features import Identity
 
 ACTIVATIONS = ("relu", "softmax")
 # Identity fields that decide which features a head understands. `dtype` is left out:
 # a float16 store holds the same features as a float32 one, up to rounding.
-MATCH_KEYS = ("model", "layer", "weights", "input_size", "resize", "preprocessing")
+MATCH_KEYS = ("model", "layer", "weights", "input_size", "resize", "preprocessing", "pooling")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,8 @@ class Head:
         if features.ndim != 2 or features.shape[1] != self.n_features:
             raise HeadError(
                 f"This {self.kind} head expects {self.n_features} features per image "
-                f"(VGG16 {self.identity.layer}), got an array of shape {features.shape}."
+                f"({self.identity.model} {self.identity.layer}), got an array of shape "
+                f"{features.shape}."
             )
         return forward(features, self.mean, self.scale, self.layers)
 

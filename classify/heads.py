@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .logreg import LogRegHead
-from .softmax import SoftmaxHead
+from headstart.classify.logreg import LogRegHead
+from headstart.classify.softmax import SoftmaxHead
+from headstart.errors import UsageError
 
 HEADS = ("logreg", "softmax")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -22,10 +23,10 @@ def make_estimator(name: str, *, seed: int = 0, class_weight: str = "none",
     A value of None means "the head's default".
     """
     if name not in HEADS:
-        raise ValueError(f"Unknown head {name!r}; choose one of {', '.join(HEADS)}.")
+        raise UsageError(f"Unknown head {name!r}; choose one of {', '.join(HEADS)}.")
     if class_weight not in CLASS_WEIGHTS:
-        raise ValueError(
-            f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weight!r}."
+        raise UsageError(
+            f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weight!r}."
         )
     unknown = sorted(set(options) - {key for keys in OPTIONS.values() for key in keys})
     if unknown:
@@ -33,8 +34,11 @@ def make_estimator(name: str, *, seed: int = 0, class_weight: str = "none",
     mine = {k: v for k, v in options.items() if k in OPTIONS[name] and v is not None}
     weight = None if class_weight == "none" else class_weight
     if name == "logreg":
-        return LogRegHead(class_weight=weight, **mine)
-    return SoftmaxHead(class_weight=weight, seed=seed, **mine)
+        estimator = LogRegHead(class_weight=weight, **mine)
+    else:
+        estimator = SoftmaxHead(class_weight=weight, seed=seed, **mine)
+    estimator.check_params()
+    return estimator
 
 
 def options_of(estimator: LogRegHead | SoftmaxHead) -> dict:

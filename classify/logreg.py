@@ -20,7 +20,8 @@ from sklearn.metrics import log_loss
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
-from .head import Layer, forward
+from headstart.classify.head import Layer, forward
+from headstart.options import Choice, Range, check_options
 
 # Decades from strong to weak regularisation. With ~4096 standardised fc2 features the
 # best C is usually 1e-4..1e-2; tiny stores (a few hundred images) prefer larger C.
@@ -36,6 +37,12 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
     ``n_parameters_`` (coefficients scikit-learn fitted: dim + 1 for two classes).
     """
 
+    # Allowed values, checked when fit starts and used by fit-head's parser.
+    OPTIONS = {"C": Range(float, 0, open_low=True), "max_iter": Range(int, 1),
+               "tol": Range(float, 0, open_low=True), "patience": Range(int, 1),
+               "class_weight": Choice(("balanced",))}
+    NULLABLE = ("C", "class_weight")
+
     def __init__(self, C: float | None = None, Cs: tuple[float, ...] = DEFAULT_CS,
                  class_weight: str | None = None, max_iter: int = 1000, tol: float = 1e-4,
                  patience: int = 2):
@@ -48,7 +55,11 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray, *,
             validation_data: tuple[np.ndarray, np.ndarray] | None = None) -> LogRegHead:
-        """X: float, shape (n, dim); y: int labels 0..n_classes-1, every class present."""
+        """X: float, shape (n, dim); y: int labels 0..n_classes-1, every class present.
+
+        Raises UsageError for an option out of range, before any work.
+        """
+        self.check_params()
         y = np.asarray(y)
         self.classes_ = np.unique(y)
         if self.C is None and validation_data is None:
@@ -79,6 +90,10 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         self.n_parameters_ = int(model.coef_.size + model.intercept_.size)
         self.coef_, self.intercept_ = softmax_form(model.coef_, model.intercept_)
         return self
+
+    def check_params(self) -> None:
+        """UsageError naming the first option outside its declared range."""
+        check_options(self.get_params(), self.OPTIONS, nullable=self.NULLABLE)
 
     def _fit_one(self, C: float, train: np.ndarray, y: np.ndarray, validation) -> tuple:
         model = LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..features import Identity
-from .errors import HeadError
-from .head import ACTIVATIONS, Head, Layer
+from headstart.classify.head import ACTIVATIONS, Head, Layer
+from headstart.errors import HeadError
+from headstart.features import Identity
 
 FORMAT = "headstart-head"
 FORMAT_VERSION = 1

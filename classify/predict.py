@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..features import open_store
-from .errors import ClassifyError
-from .head import Head
+from headstart.classify.head import Head
+from headstart.errors import ClassifyError
+from headstart.features import open_store
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -57,7 +57,7 @@ def predict_images(head: Head, inputs: Sequence[str | Path], *, batch_size: int 
     weights_path: the weights file, when the head's features came from one (sha256 is checked);
         default: where the store recorded it.
     """
-    from ..extract import backbone_for_identity, embed_files, find_images
+    from headstart.extract import backbone_for_identity, embed_files, find_images
 
     files = find_images([str(p) for p in inputs])
     if not files:
@@ -80,7 +80,7 @@ def predict_store(head: Head, store_path: str | Path) -> Predictions:
     with open_store(store_path) as store:
         head.check_matches(store.identity, store.dim, str(store_path))
         probabilities = head.predict_proba(store.load_features())
-        truth = [store.classes[label] for label in store.labels]
+        truth = [store.classes[label] for label in store.labels] if store.labelled else None
         return Predictions(list(store.paths), probabilities, head.classes, list(store.skipped),
                            truth)
 

@@ -19,7 +19,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from .split import SPLITS, format_fractions
+from headstart.classify.split import SPLITS, format_fractions
 
 
 def split_metrics(y: np.ndarray, proba: np.ndarray) -> dict:
@@ -112,14 +112,23 @@ def notes(metrics: dict) -> list[str]:
     return found
 
 
+def split_text(split: dict) -> str:
+    """'split 70/15/15 by image content, seed 0', or how the folders' split was used."""
+    if split.get("source") == "given by the folders":
+        text = f"split given by the folders ({', '.join(split['given'])})"
+        for name, how in split.get("carved", {}).items():
+            text += f"; {name} carved {how.split(':')[0]}, seed {split['seed']}"
+        return text
+    fractions = format_fractions(list(split["fractions"].values()))
+    return f"split {fractions} by image content, seed {split['seed']}"
+
+
 def format_header(metrics: dict) -> str:
     """Which store, how many images per class, how it was split."""
     split = metrics["split"]
     per_class = ", ".join(f"{name} {sum(n.values()):,}" for name, n in split["counts"].items())
     total = sum(sum(n.values()) for n in split["counts"].values())
-    fractions = format_fractions(list(split["fractions"].values()))
-    return (f"{metrics['store']['path']}: {total:,} images ({per_class}); "
-            f"split {fractions} by image content, seed {split['seed']}")
+    return f"{metrics['store']['path']}: {total:,} images ({per_class}); {split_text(split)}"
 
 
 def format_summary(results: Sequence[dict]) -> str:

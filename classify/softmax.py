@@ -22,10 +22,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
-from ..tf_quiet import import_keras as quiet_import_keras
-from ..tf_quiet import native_stderr_captured
-from .errors import ClassifyError
-from .head import Layer, forward
+from headstart.classify.head import Layer, forward
+from headstart.errors import ClassifyError
+from headstart.options import Choice, Range, check_options
+from headstart.tf_quiet import import_keras as quiet_import_keras
+from headstart.tf_quiet import native_stderr_captured
 
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), the floor of Normalization's divisor
 
@@ -85,6 +86,13 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
     val_accuracy per epoch), ``best_epoch_`` (1-based), ``n_trainable_``, ``n_non_trainable_``.
     """
 
+    # Allowed values, checked when fit starts and used by fit-head's parser.
+    OPTIONS = {"hidden_units": Range(int, 0), "dropout": Range(float, 0, 0.95),
+               "epochs": Range(int, 1), "patience": Range(int, 0), "batch_size": Range(int, 1),
+               "learning_rate": Range(float, 0, open_low=True), "seed": Range(int, 0),
+               "class_weight": Choice(("balanced",))}
+    NULLABLE = ("class_weight",)
+
     def __init__(self, hidden_units: int = 0, dropout: float = 0.0, epochs: int = 100,
                  patience: int = 5, batch_size: int = 64, learning_rate: float = 1e-3,
                  class_weight: str | None = None, seed: int = 0, verbose: bool = False):
@@ -100,7 +108,12 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray, *,
             validation_data: tuple[np.ndarray, np.ndarray]) -> SoftmaxHead:
-        """X: float, shape (n, dim); y: int labels 0..n_classes-1, every class present."""
+        """X: float, shape (n, dim); y: int labels 0..n_classes-1, every class present.
+
+        Raises UsageError for an option out of range, before any work; ClassifyError when
+        TensorFlow is missing or the model has no trainable parameter.
+        """
+        self.check_params()
         keras, tf = import_keras()
         keras.utils.set_random_seed(self.seed)
         tf.config.experimental.enable_op_determinism()
@@ -144,6 +157,10 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
         self.layers_ = [Layer(*layer.get_weights(), layer.activation.__name__)
                         for layer in model.layers if isinstance(layer, keras.layers.Dense)]
         return self
+
+    def check_params(self) -> None:
+        """UsageError naming the first option outside its declared range."""
+        check_options(self.get_params(), self.OPTIONS, nullable=self.NULLABLE)
 
     def _sample_weight(self, y: np.ndarray) -> np.ndarray | None:
         """Per-image weights giving every class the same total weight (class_weight='balanced')."""

@@ -1,15 +1,24 @@
-"""Images -> pixels -> frozen VGG16 -> fc2 rows: the only place TensorFlow runs a backbone.
+"""Images -> pixels -> frozen backbone -> feature rows: the only place a backbone runs.
 
 TensorFlow is imported when a Backbone is built, not when this package is imported.
 """
 
-from .backbone import Backbone, WeightsError, WeightsSpec, backbone_for_identity, pipeline_identity
-from .images import FolderError, ImageFolder, UnreadableImageError, decode_pixels, scan_folder
-from .runner import Embedded, Interrupted, Summary, embed_files, extract_features, find_images
+from headstart.errors import FolderError, LabelsError, WeightsError
+from headstart.extract.backbone import (
+    Backbone,
+    WeightsSpec,
+    backbone_for_identity,
+    pipeline_identity,
+)
+from headstart.extract.backbones import BACKBONES, BackboneInfo, backbone_info
+from headstart.extract.catalog import Catalog, LabelSpec, find_images, scan
+from headstart.extract.images import UnreadableImageError, decode_pixels
+from headstart.extract.loop import Embedded, embed_files
+from headstart.extract.runner import Job, Summary, extract_features
 
 __all__ = [
-    "Backbone", "Embedded", "FolderError", "ImageFolder", "Interrupted", "Summary",
-    "UnreadableImageError", "WeightsError", "WeightsSpec", "backbone_for_identity",
-    "decode_pixels", "embed_files", "extract_features", "find_images", "pipeline_identity",
-    "scan_folder",
+    "BACKBONES", "Backbone", "BackboneInfo", "Catalog", "Embedded", "FolderError", "Job",
+    "LabelSpec", "LabelsError", "Summary", "UnreadableImageError", "WeightsError",
+    "WeightsSpec", "backbone_for_identity", "backbone_info", "decode_pixels", "embed_files",
+    "extract_features", "find_images", "pipeline_identity", "scan",
 ]

@@ -1,9 +1,12 @@
-"""The frozen VGG16 that turns pixels into fc2 rows; the only module that imports TensorFlow.
+"""The frozen backbone that turns pixels into feature rows; the only module that runs one.
 
-Weights come from one of three places, each with an identity recorded in the store so
-rows made differently are never mixed: Keras' ImageNet download ("imagenet"), a local
-Keras weights file ("sha256:<hex>" of the file), or seeded random init ("none (seed N)",
-for smoke tests only).
+Which network and layer: a row of `headstart.extract.backbones.BACKBONES` (VGG16 fc2 by
+default), or any named layer of it (`layer=`), whose 4-d output is average-pooled over
+height and width. Weights come from one of three places, each with an identity recorded
+in the store so rows made differently are never mixed: Keras' ImageNet download
+("imagenet"), a local Keras weights file ("sha256:<hex>" of the file), or seeded random
+init ("none (seed N)", for smoke tests only). TensorFlow is imported when a Backbone is
+built, not when this module is imported.
 """
 
 from __future__ import annotations
@@ -16,22 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..features.schema import Identity, sha256_file
-from ..tf_quiet import import_keras
-from .images import RESIZE
+from headstart.errors import UsageError, WeightsError
+from headstart.extract.backbones import DEFAULT_BACKBONE, BackboneInfo, backbone_info
+from headstart.extract.images import RESIZE
+from headstart.features.schema import Identity, sha256_file
+from headstart.tf_quiet import import_keras, native_stderr_captured
 
-MODEL = "VGG16"
-LAYER = "fc2"
-INPUT_SIZE = 224
-PREPROCESSING = (
-    "keras.applications.vgg16.preprocess_input (caffe: RGB->BGR, ImageNet means subtracted)"
-)
-FEATURE_DIM = 4096
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
-class WeightsError(ValueError):
-    """Weights that cannot be found, loaded, or matched to a store; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -43,13 +37,14 @@ class WeightsSpec:
 
     @classmethod
     def parse(cls, value: str, seed: int = 0) -> WeightsSpec:
+        """Raises WeightsError when `value` is neither a keyword nor an existing file."""
         if value in ("imagenet", "none"):
             return cls(value, seed)
         path = Path(value)
         if not path.is_file():
             raise WeightsError(
                 f"Weights file '{value}' does not exist; pass --weights imagenet, --weights none, "
-                "or the path of a Keras VGG16 weights file (.h5 or .weights.h5)."
+                "or the path of a Keras weights file for the backbone (.h5 or .weights.h5)."
             )
         return cls(str(path.resolve()), seed)
 
@@ -66,16 +61,53 @@ class WeightsSpec:
         info = os.stat(self.source)
         return f"sha256:{_file_hash(self.source, info.st_size, info.st_mtime_ns)}"
 
+    @classmethod
+    def from_identity(cls, weights: str, path: str | None = None) -> WeightsSpec:
+        """The spec that reproduces a recorded weights identity (`path` for "sha256:" ones)."""
+        if weights == "imagenet":
+            return cls("imagenet")
+        if weights.startswith("none (seed "):
+            return cls("none", int(weights[len("none (seed "):-1]))
+        if not path or not Path(path).is_file():
+            raise WeightsError(
+                f"The features were made with a weights file ({weights[:19]}...) that is not at "
+                f"'{path}'; pass --weights PATH to that file."
+            )
+        spec = cls.parse(path)
+        found = spec.identity_string()
+        if found != weights:
+            raise WeightsError(
+                f"Weights file '{path}' has {found[:19]}..., but the features were made "
+                f"with {weights[:19]}...; pass the weights file used for extraction."
+            )
+        return spec
+
 
 @functools.lru_cache(maxsize=8)
 def _file_hash(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of a weights file (553 MB), hashed once per process while it is unchanged."""
+    """sha256 of a weights file (hundreds of MB), hashed once per process while unchanged."""
     return sha256_file(path)
 
 
-def pipeline_identity(weights: str, dtype: str = "float32", precision: str = "float32") -> Identity:
-    """The identity of rows made by this module with the given weights identity string."""
-    return Identity(MODEL, LAYER, weights, INPUT_SIZE, RESIZE, PREPROCESSING, dtype, precision)
+def pipeline_identity(weights: str, dtype: str = "float32", precision: str = "float32", *,
+                      backbone: str = DEFAULT_BACKBONE, layer: str | None = None) -> Identity:
+    """The identity of rows made by this module with the given weights identity string.
+
+    layer: None for the backbone's default feature; another layer name costs one build of
+        the (untrained) architecture to learn whether its output is pooled.
+    """
+    info = backbone_info(backbone)
+    layer = layer or info.layer
+    pooling = info.pooling if layer == info.layer else _layer_pooling(info.name, layer)
+    return Identity(info.name, layer, weights, info.input_size, RESIZE, info.preprocessing,
+                    dtype, precision, pooling)
+
+
+@functools.lru_cache(maxsize=16)
+def _layer_pooling(name: str, layer: str) -> str:
+    keras = import_keras()
+    model, _ = _feature_output(keras, backbone_info(name), WeightsSpec("none"), layer)
+    return "avg" if len(model.output.shape) == 4 else "none"
 
 
 @contextlib.contextmanager
@@ -90,68 +122,116 @@ def _precision_policy(precision: str):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def build_vgg16(spec: WeightsSpec):
-    """keras.applications.VGG16(include_top=True) with the requested weights."""
-    keras = import_keras()
+def build_application(keras, info: BackboneInfo, spec: WeightsSpec, *, include_top: bool):
+    """keras.applications.<info.name>(include_top=...) with the requested weights.
+
+    Raises WeightsError when the ImageNet download fails or a weights file does not fit.
+    """
+    builder = getattr(keras.applications, info.name)
+    shape = {} if include_top else {"input_shape": (info.input_size, info.input_size, 3)}
     if spec.source == "none":
         keras.utils.set_random_seed(spec.seed)
-        return keras.applications.VGG16(weights=None, include_top=True)
+        return builder(weights=None, include_top=include_top, **shape)
     if spec.source == "imagenet":
         try:
-            return keras.applications.VGG16(weights="imagenet", include_top=True)
+            return builder(weights="imagenet", include_top=include_top, **shape)
         except Exception as error:  # noqa: BLE001 - download failures come in many types
             raise WeightsError(
-                f"Could not get the ImageNet VGG16 weights ({type(error).__name__}: {error}); "
-                "connect to the internet once (Keras caches them in ~/.keras/models) "
-                "or pass --weights PATH to a local copy."
+                f"Could not get the ImageNet {info.name} weights ({type(error).__name__}: "
+                f"{error}); connect to the internet once (Keras caches them in "
+                "~/.keras/models) or pass --weights PATH to a local copy."
             ) from None
     try:
-        return keras.applications.VGG16(weights=spec.source, include_top=True)
+        return builder(weights=spec.source, include_top=include_top, **shape)
     except Exception as error:  # noqa: BLE001 - wrong layout, wrong format, damaged file
+        top = "with" if include_top else "without"
         raise WeightsError(
             f"Could not load weights from '{spec.source}' ({type(error).__name__}: {error}); "
-            "expected Keras VGG16 weights with the top layers (include_top=True)."
+            f"expected Keras {info.name} weights {top} the top layers "
+            f"(include_top={include_top})."
         ) from None
 
 
-class Backbone:
-    """Frozen VGG16 up to fc2: uint8 pixels in, float32 rows of 4096 out.
+def _feature_output(keras, info: BackboneInfo, spec: WeightsSpec, layer: str | None):
+    """(model from preprocessed pixels to the layer's raw output, include_top used)."""
+    layer = layer or info.layer
+    if layer == info.layer:
+        base = build_application(keras, info, spec, include_top=info.top)
+        output = base.get_layer(layer).output if info.top else base.output
+        return keras.Model(base.input, output), info.top
+    for include_top in (False, True):
+        base = build_application(keras, info, spec, include_top=include_top)
+        names = [lay.name for lay in base.layers]
+        if layer in names:
+            return keras.Model(base.input, base.get_layer(layer).output), include_top
+    raise UsageError(
+        f"{info.name} has no layer '{layer}'; its last layers are "
+        f"{', '.join(names[-6:])} (all: `keras.applications.{info.name}().summary()`)."
+    )
 
+
+def build_feature_model(keras, info: BackboneInfo, spec: WeightsSpec, layer: str | None = None):
+    """Frozen Keras model: preprocessed float pixels (n, s, s, 3) -> rows (n, dim).
+
+    A 4-d layer output is averaged over height and width (GlobalAveragePooling2D, what
+    `pooling="avg"` does in keras.applications).
+    """
+    raw, _ = _feature_output(keras, info, spec, layer)
+    output = raw.output
+    if len(output.shape) == 4:
+        output = keras.layers.GlobalAveragePooling2D(name="avg_pool_features")(output)
+    elif len(output.shape) != 2:
+        raise UsageError(f"Layer '{layer}' of {info.name} has output shape {output.shape}; "
+                         "choose a layer with a 2-d or 4-d output.")
+    model = keras.Model(raw.input, output, name=f"{info.name.lower()}_features")
+    model.trainable = False
+    return model
+
+
+class Backbone:
+    """A frozen backbone up to its feature layer: uint8 pixels in, float32 rows out.
+
+    backbone: a name from the table (default VGG16); layer: default the table's.
     precision: "float32", or a Keras mixed-precision policy ("mixed_float16" for GPUs,
     "mixed_bfloat16" for CPUs with bf16 units); rows always come back as float32.
     devices: where to run; default every visible GPU, else the default device. With
     several devices each holds its own copy of the weights and each batch is split
     across them (data parallel, no weights moved per batch), so `embed` takes a global
     batch of devices x per-device batch.
+    Raises UsageError (unknown backbone, layer or precision) or WeightsError.
     """
 
-    def __init__(self, spec: WeightsSpec, *, dtype: str = "float32", precision: str = "float32",
+    def __init__(self, spec: WeightsSpec, *, backbone: str = DEFAULT_BACKBONE,
+                 layer: str | None = None, dtype: str = "float32", precision: str = "float32",
                  devices: list[str] | None = None):
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {precision!r}.")
         keras = import_keras()
         import tensorflow as tf
 
         self.spec = spec
-        self.identity = pipeline_identity(spec.identity_string(), dtype, precision)
+        self.info = backbone_info(backbone)
+        self.identity = pipeline_identity(spec.identity_string(), dtype, precision,
+                                          backbone=self.info.name, layer=layer)
         if devices is None:
             devices = [d.name for d in tf.config.list_logical_devices("GPU")]
         self.devices = devices or [None]
-        signature = [tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32)]
+        size = self.info.input_size
+        signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
         self._forwards = []
-        with _precision_policy(precision):
+        with _precision_policy(precision), native_stderr_captured():
             for device in self.devices:
-                with tf.device(device) if device else contextlib.nullcontext():
-                    model = self._build(keras, spec, first=not self._forwards)
+                with _on(tf, device):
+                    model = self._build(keras, spec, layer, first=not self._forwards)
                 self._forwards.append(self._compiled(tf, model, device, signature))
-        self._preprocess = keras.applications.vgg16.preprocess_input
+        module = getattr(keras.applications, self.info.module)
+        self._preprocess = module.preprocess_input
 
-    def _build(self, keras, spec: WeightsSpec, *, first: bool):
-        """The fc2 model; copies for further devices take the first one's weights."""
+    def _build(self, keras, spec: WeightsSpec, layer: str | None, *, first: bool):
+        """The feature model; copies for further devices take the first one's weights."""
         if first:
-            vgg = build_vgg16(spec)
-            self.model = keras.Model(vgg.input, vgg.get_layer(LAYER).output, name="vgg16_fc2")
-            self.model.trainable = False
+            self.model = build_feature_model(keras, self.info, spec, layer)
             return self.model
         copy = keras.models.clone_model(self.model)
         copy.set_weights(self.model.get_weights())
@@ -160,16 +240,20 @@ class Backbone:
 
     @staticmethod
     def _compiled(tf, model, device, signature):
-        # One compiled graph for every batch size: an eager call was measured ~30% slower.
+        # One compiled graph for every batch size: an eager call was measured ~10% slower.
         def forward(x):
-            with tf.device(device) if device else contextlib.nullcontext():
+            with _on(tf, device):
                 return tf.cast(model(x, training=False), tf.float32)
 
         return tf.function(forward, input_signature=signature)
 
     @property
-    def _forward(self):
-        return self._forwards[0]
+    def input_size(self) -> int:
+        return self.identity.input_size
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.model.output.shape[-1])
 
     @property
     def weights_path(self) -> str | None:
@@ -179,11 +263,15 @@ class Backbone:
     def replicas(self) -> int:
         return len(self._forwards)
 
+    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (n, s, s, 3) RGB -> float32 model input, by the backbone's preprocess_input."""
+        return self._preprocess(np.asarray(pixels, dtype=np.float32))
+
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        """pixels: uint8, shape (n, 224, 224, 3), RGB -> float32, shape (n, 4096)."""
-        batch = self._preprocess(np.asarray(pixels, dtype=np.float32))
+        """pixels: uint8, shape (n, s, s, 3), RGB, s = input_size -> float32, (n, feature_dim)."""
+        batch = self.preprocess(pixels)
         if self.replicas == 1:
-            return self._forward(batch).numpy()
+            return self._forwards[0](batch).numpy()
         # Dispatch every slice before reading any result, so the devices run together.
         slices = np.array_split(batch, self.replicas)
         pending = [forward(part) for forward, part in zip(self._forwards, slices, strict=True)
@@ -191,34 +279,23 @@ class Backbone:
         return np.concatenate([result.numpy() for result in pending])
 
 
+def _on(tf, device: str | None):
+    return tf.device(device) if device else contextlib.nullcontext()
+
+
 def backbone_for_identity(identity: Identity, weights_path: str | None = None) -> Backbone:
     """Rebuild exactly the backbone that produced rows of `identity`, or say why not.
 
     weights_path: needed only when the identity names a weights file by hash; the file
-    given must hash to the recorded value.
+    given must hash to the recorded value. Raises WeightsError or UsageError.
     """
-    expected = pipeline_identity(identity.weights, identity.dtype, identity.precision)
+    expected = pipeline_identity(identity.weights, identity.dtype, identity.precision,
+                                 backbone=identity.model, layer=identity.layer)
     if identity != expected:
         raise WeightsError(
             "The features were made by another pipeline ("
             + "; ".join(identity.differences(expected)) + "); re-extract them with this version."
         )
-    weights = identity.weights
-    if weights == "imagenet":
-        spec = WeightsSpec("imagenet")
-    elif weights.startswith("none (seed "):
-        spec = WeightsSpec("none", int(weights[len("none (seed "):-1]))
-    else:
-        if not weights_path or not Path(weights_path).is_file():
-            raise WeightsError(
-                f"The features were made with a weights file ({weights[:19]}...) that is not at "
-                f"'{weights_path}'; pass --weights PATH to that file."
-            )
-        spec = WeightsSpec.parse(weights_path)
-        found = spec.identity_string()
-        if found != weights:
-            raise WeightsError(
-                f"Weights file '{weights_path}' has {found[:19]}..., but the features were made "
-                f"with {weights[:19]}...; pass the weights file used for extraction."
-            )
-    return Backbone(spec, dtype=identity.dtype, precision=identity.precision)
+    spec = WeightsSpec.from_identity(identity.weights, weights_path)
+    return Backbone(spec, backbone=identity.model, layer=identity.layer, dtype=identity.dtype,
+                    precision=identity.precision)

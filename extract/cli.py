@@ -1,110 +1,190 @@
-"""`extract-features DIR`: parse arguments, call extract_features, report in plain words."""
+"""`extract-features DIR`: parse arguments, run the extraction, report in plain words.
+
+Exit status as in every headstart command (headstart.errors): 0 done, 2 bad input,
+3 the store is busy, 4 disk full or I/O error, 130 interrupted (all resumable).
+"""
 
 from __future__ import annotations
 
 import argparse
-import errno
+import os
 import shlex
 import sys
-import warnings
 
-from ..features import StoreBusyError, StoreError
-from ..features.schema import COMPRESSIONS, STORAGE_DTYPES
-from .backbone import PRECISIONS, WeightsError
-from .images import FolderError
-from .runner import Interrupted, Summary, extract_features
+from headstart.cli import run_command
+from headstart.errors import UsageError
+from headstart.extract.backbone import PRECISIONS
+from headstart.extract.backbones import DEFAULT_BACKBONE, format_table
+from headstart.extract.catalog import LabelSpec
+from headstart.extract.runner import OPTIONS, Summary, extract_features
+from headstart.extract.sharding import parse_shard, slurm_shard
+from headstart.features import schema
+from headstart.options import argument_type
+
+ENGINES = ("local", "ray")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="extract-features",
-        description="Run a frozen ImageNet VGG16 once over DIR (one sub-folder per class) and "
-        "store the 4096-d fc2 row of every image in a chunked HDF5 file. Re-running resumes "
+        description="Run a frozen ImageNet backbone (VGG16 fc2 by default) once over the images "
+        "in DIR and store one feature row per image in a chunked HDF5 file. Re-running resumes "
         "an interrupted run and adds new images; nothing stored is recomputed.",
     )
-    parser.add_argument("directory", metavar="DIR", help="folder with one sub-folder per class")
+    parser.add_argument("directory", metavar="DIR", nargs="?",
+                        help="image folder: one sub-folder per class, or train/val/test folders "
+                             "of class folders, or any layout with --labels, "
+                             "--labels-from-name or --unlabelled")
     parser.add_argument("-o", "--output", default="features.h5",
                         help="store file (default: %(default)s)")
-    parser.add_argument(
+    model = parser.add_argument_group("backbone")
+    model.add_argument("--backbone", default=DEFAULT_BACKBONE, metavar="NAME",
+                       help="a keras.applications model (default: %(default)s; "
+                            "--list-backbones shows all)")
+    model.add_argument("--layer", metavar="LAYER",
+                       help="store this layer's output instead of the backbone's default "
+                            "(fc2 for VGG, else the pooled last stage); 4-d outputs are "
+                            "average-pooled")
+    model.add_argument("--list-backbones", action="store_true",
+                       help="print the backbones with input and feature sizes, and exit")
+    model.add_argument(
         "--weights", default="imagenet",
         help="'imagenet' (Keras downloads and caches them), 'none' (seeded random init, for "
-        "smoke tests) or PATH to a Keras VGG16 weights file (default: %(default)s)",
-    )
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed for --weights none (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="images per model call and per GPU; all visible GPUs are used "
-                        "(limit them with CUDA_VISIBLE_DEVICES) (default: %(default)s)")
-    parser.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
-                        help="storage type of the rows; float16 halves the file "
-                        "(default: %(default)s)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
-                        help="backbone arithmetic: mixed_float16 is several times faster on "
-                        "NVIDIA GPUs; rows differ slightly and are never mixed with float32 ones "
-                        "(default: %(default)s)")
-    parser.add_argument("--compression", choices=COMPRESSIONS, default="none",
-                        help="HDF5 compression of the rows (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="decoding threads (default: one per CPU core, at most 16)")
-    parser.add_argument("--flush-every", type=int, default=256, metavar="N",
-                        help="commit rows to disk every N images; a kill loses at most N "
-                        "(default: %(default)s)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        "smoke tests) or PATH to a Keras weights file for the backbone (default: %(default)s)")
+    model.add_argument("--seed", type=argument_type(OPTIONS["seed"]), default=0,
+                       help="seed for --weights none (default: %(default)s)")
+    labels = parser.add_argument_group("labels (default: the folders)")
+    labels.add_argument("--labels", metavar="CSV",
+                        help="a CSV of file and label (header detected; Kaggle's id,label works)")
+    labels.add_argument("--file-column", metavar="NAME", help="the CSV's file column")
+    labels.add_argument("--label-column", metavar="NAME", help="the CSV's label column")
+    labels.add_argument("--labels-from-name", metavar="REGEX",
+                        help=r"the class is the first group of REGEX on the file name, e.g. "
+                             r"'^(cat|dog)\.' for Kaggle's cat.0.jpg")
+    labels.add_argument("--unlabelled", action="store_true",
+                        help="store rows without labels (to predict later with --features)")
+    scale = parser.add_argument_group("many processes")
+    scale.add_argument("--shard", metavar="I/N",
+                       help="run shard I of N (from 0), or 'slurm' for this Slurm array task; "
+                            "then `merge-features` stitches the shards")
+    scale.add_argument("--engine", choices=ENGINES, default="local",
+                       help="'ray': run the shards on a Ray cluster (pip install "
+                            "\"headstart[ray]\") (default: %(default)s)")
+    scale.add_argument("--ray-address", metavar="ADDR",
+                       help="Ray cluster to join, e.g. 'auto' (default: start a local one)")
+    scale.add_argument("--shards", type=argument_type(OPTIONS["batch_size"]), metavar="N",
+                       help="shards for --engine ray (default: 4 per worker)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--batch-size", type=argument_type(OPTIONS["batch_size"]), default=32,
+                     help="images per model call and per GPU; all visible GPUs are used "
+                          "(limit them with CUDA_VISIBLE_DEVICES) (default: %(default)s)")
+    run.add_argument("--dtype", choices=schema.STORAGE_DTYPES, default="float32",
+                     help="storage type of the rows; float16 halves the file "
+                          "(default: %(default)s)")
+    run.add_argument("--precision", choices=PRECISIONS, default="float32",
+                     help="backbone arithmetic: mixed_float16 is several times faster on "
+                          "NVIDIA GPUs; rows differ slightly and are never mixed with float32 "
+                          "ones (default: %(default)s)")
+    run.add_argument("--compression", choices=schema.COMPRESSIONS, default="none",
+                     help="HDF5 compression of the rows (default: %(default)s)")
+    run.add_argument("--workers", type=argument_type(OPTIONS["workers"]), default=None,
+                     help="decoding threads (default: one per CPU this process may use, "
+                          "at most 16)")
+    run.add_argument("--flush-every", type=argument_type(OPTIONS["flush_rows"]), default=256,
+                     metavar="N", help="commit rows to disk every N images; a kill loses at "
+                                       "most N (default: %(default)s)")
+    run.add_argument("--verify", action="store_true",
+                     help="re-hash every file instead of trusting unchanged size and "
+                          "modification time")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    # Pillow warns about odd-but-readable files; they are decoded, and bad ones are reported.
-    warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
-    try:
-        summary = extract_features(
-            args.directory, args.output, weights=args.weights, seed=args.seed,
-            batch_size=args.batch_size, dtype=args.dtype, precision=args.precision,
-            compression=args.compression,
-            workers=args.workers, flush_rows=args.flush_every, progress=not args.quiet,
-            command=shlex.join(["extract-features", *argv]),
-        )
-    except Interrupted as stop:
-        print(stop, file=sys.stderr)
-        return 130
-    except (FolderError, StoreError, WeightsError, StoreBusyError, ValueError) as error:
-        print(f"extract-features: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"extract-features: {_os_error_sentence(error, args.output)}", file=sys.stderr)
-        return 1
+def _options(args: argparse.Namespace, argv: list[str]) -> dict:
+    labels = LabelSpec(csv=args.labels, file_column=args.file_column,
+                       label_column=args.label_column, regex=args.labels_from_name,
+                       unlabelled=args.unlabelled)
+    return dict(backbone=args.backbone, layer=args.layer, weights=args.weights, seed=args.seed,
+                batch_size=args.batch_size, dtype=args.dtype, precision=args.precision,
+                compression=args.compression, workers=args.workers, flush_rows=args.flush_every,
+                labels=labels, verify=args.verify, progress=not args.quiet,
+                command=shlex.join(["extract-features", *argv]))
+
+
+def _main(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.list_backbones:
+        print(format_table())
+        return 0
+    if args.directory is None:
+        raise UsageError("Give the image folder: extract-features DIR [-o features.h5].")
+    options = _options(args, argv)
+    if args.engine == "ray":
+        if args.shard:
+            raise UsageError("--engine ray runs every shard itself; leave out --shard.")
+        from headstart.extract.ray_engine import extract_with_ray
+
+        summary = extract_with_ray(args.directory, args.output, address=args.ray_address,
+                                   shards=args.shards, **options)
+    else:
+        shard = _shard(args)
+        summary = extract_features(args.directory, args.output, shard=shard, **options)
     print(format_summary(summary))
     return 0
 
 
-def _os_error_sentence(error: OSError, output: str) -> str:
-    if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or "No space left" in str(error):
-        return (f"Ran out of disk space while writing '{output}' ({error.strerror}); free some "
-                "space and run the same command again: everything committed so far is kept.")
-    return (f"{error.strerror or error} ({error.filename or output}); fix that and run the same "
-            "command again: everything committed so far is kept.")
+def _shard(args: argparse.Namespace) -> tuple[int, int] | None:
+    if not args.shard:
+        return None
+    parsed = parse_shard(args.shard)
+    if parsed != "slurm":
+        return parsed
+    from headstart.features.shards import current_plan
+
+    plan = current_plan(args.output)
+    return slurm_shard(os.environ, plan.count if plan else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(build_parser(), lambda args: _main(args, argv), argv)
+
+
+def _left_out(summary: Summary) -> str | None:
+    if not summary.left_out:
+        return None
+    total = sum(summary.left_out.values())
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary.left_out.most_common())
+    return f"left out {total:,} files that are not images: {kinds}"
 
 
 def format_summary(summary: Summary) -> str:
-    """The closing report: what is stored, what was skipped, how fast."""
+    """The closing report: what is stored, what was skipped or left out, how fast."""
     classes = ", ".join(f"{name} {count}" for name, count in summary.class_counts.items())
+    classes = classes or "unlabelled"
     size_mb = summary.size_bytes / 1e6
+    what = f"shard {summary.shard} of '{summary.output}'" if summary.shard else \
+        f"'{summary.output}'"
     if summary.up_to_date:
-        head = f"'{summary.output}' is up to date: {summary.rows} images ({classes})"
+        head = f"{what} is up to date: {summary.rows} images ({classes})"
     else:
-        head = (f"stored {summary.rows} images in '{summary.output}' ({size_mb:.1f} MB), "
-                f"{summary.added} new this run; classes: {classes}")
+        head = (f"stored {summary.rows} images in {what} ({size_mb:.1f} MB"
+                + (f" in {summary.shards} shard files" if summary.shards else "")
+                + f"), {summary.added} new this run; classes: {classes}")
     lines = [head]
+    if summary.label_source not in ("folders",):
+        lines.append(f"labels from {summary.label_source}")
     if summary.skipped:
         lines.append(f"skipped {len(summary.skipped)} unreadable files "
                      f"({summary.skipped_now} this run), recorded in the store under skipped/:")
         lines += [f"  {path}: {reason}" for path, reason in summary.skipped[:20]]
         if len(summary.skipped) > 20:
             lines.append(f"  ... and {len(summary.skipped) - 20} more (features-info lists them)")
+    if left_out := _left_out(summary):
+        lines.append(left_out)
     if summary.ignored:
         lines.append(f"ignored {len(summary.ignored)} entries (see the warnings above)")
+    if summary.notices:
+        lines.append(f"{len(summary.notices)} warnings about the layout or labels (see above)")
     if summary.dropped:
         lines.append(f"dropped {summary.dropped} stored rows of files no longer in the folder")
     if not summary.up_to_date:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import UnreadableImageError, decode_pixels, read_file
+from headstart.extract.formats import HEIF_MISSING, heif_unavailable
+from headstart.extract.images import UnreadableImageError, decode_pixels, read_file
 
 
 @dataclass
@@ -27,22 +28,43 @@ class Decoded:
     sha256: str
     pixels: np.ndarray | None = None
     reason: str | None = None
+    size: int = -1  # bytes, when the file could be read
+    mtime_ns: int = -1
 
 
 def default_workers() -> int:
-    return max(1, min(16, os.cpu_count() or 1))
+    """One decoding thread per CPU this process may use (not the whole machine), at most 16.
+
+    On a shared Slurm node `os.cpu_count()` is every core of the machine; the affinity mask
+    is what the job was given (--cpus-per-task).
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(16, usable))
 
 
 def decode_one(key: str, path: str | Path, size: int = 224) -> Decoded:
     """Never raises for a bad file: the failure becomes `reason`."""
+    if heif_unavailable(str(path)):
+        return Decoded(key, _sha_or_empty(path), reason=HEIF_MISSING)
     try:
-        data, sha = read_file(path)
+        file = read_file(path)
     except UnreadableImageError as error:
         return Decoded(key, "", reason=str(error))
     try:
-        return Decoded(key, sha, pixels=decode_pixels(data, size))
+        return Decoded(key, file.sha256, decode_pixels(file.data, size), None, file.size,
+                       file.mtime_ns)
     except UnreadableImageError as error:
-        return Decoded(key, sha, reason=str(error))
+        return Decoded(key, file.sha256, None, str(error), file.size, file.mtime_ns)
+
+
+def _sha_or_empty(path: str | Path) -> str:
+    try:
+        return read_file(path).sha256
+    except UnreadableImageError:
+        return ""
 
 
 def decode_stream(
@@ -92,7 +114,7 @@ def hash_files(items: Iterable[tuple[str, str | Path]],
     def one(item):
         key, path = item
         try:
-            return key, read_file(path)[1]
+            return key, read_file(path).sha256
         except UnreadableImageError:
             return key, ""
 

@@ -1,10 +1,11 @@
-"""Finding images in a class-per-folder tree, and decoding one file into model-ready pixels.
+"""Decoding one image file into model-ready pixels.
 
 Every image goes through one pipeline, recorded in the store as `RESIZE`:
 EXIF orientation -> first frame -> 8-bit RGB (16-bit scaled, alpha composited on white)
--> 224x224 with PIL's bilinear filter. JPEGs are decoded at reduced size first (DCT
-scaling via `Image.draft`) when they are at least twice the target size, which is what
-keeps large photos cheap. VGG16's own `preprocess_input` is applied later, on batches.
+-> size x size (the backbone's input size) with PIL's bilinear filter. JPEGs are decoded
+at reduced size first (DCT scaling via `Image.draft`) when they are at least twice the
+target size, which is what keeps large photos cheap. The backbone's own
+`preprocess_input` is applied later, on batches.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 RESIZE = (
     "exif-transpose, first frame, RGB (16-bit scaled, alpha on white), JPEG draft, PIL bilinear"
 )
@@ -29,113 +29,23 @@ class UnreadableImageError(Exception):
     """A file that looks like an image but cannot be decoded; str() is the reason."""
 
 
-@dataclass
-class ImageFolder:
-    """The images of a class-per-folder tree. Paths are relative to `root`, '/'-separated."""
+class FileBytes(NamedTuple):
+    """A file's content and what the store records about it."""
 
-    root: Path
-    classes: list[str]
-    files: list[str]
-    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why) reported, not fatal
-
-    def class_of(self, relative: str) -> str:
-        return relative.split("/", 1)[0]
+    data: bytes
+    sha256: str  # hex
+    size: int  # bytes, from stat before reading
+    mtime_ns: int  # from the same stat: a later change shows as a newer mtime
 
 
-class FolderError(ValueError):
-    """The input folder cannot be used at all; the message says what to do."""
-
-
-def is_image_name(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def scan_folder(root: str | Path) -> ImageFolder:
-    """List class folders (sorted) and their images (recursive, sorted, symlink loops cut)."""
-    root = Path(root)
-    if not root.exists():
-        raise FolderError(f"Image folder '{root}' does not exist.")
-    if not root.is_dir():
-        raise FolderError(f"'{root}' is a file; pass a folder with one sub-folder per class.")
+def read_file(path: str | Path) -> FileBytes:
+    """The file's bytes, their hex sha256 and its stat; UnreadableImageError on OS errors."""
     try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except PermissionError:
-        raise FolderError(f"Cannot read folder '{root}' (permission denied).") from None
-    classes, files, ignored = [], [], []
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if not entry.is_dir():
-            if is_image_name(entry.name):
-                ignored.append((entry.name, "image at the top level, not in a class folder"))
-            continue
-        if not _valid_utf8(entry.name):
-            ignored.append((_printable(entry.name), "folder name is not valid UTF-8; rename it"))
-            continue
-        found = _walk_images(root, Path(entry.name), ignored)
-        if found:
-            classes.append(entry.name)
-            files += found
-        else:
-            ignored.append((entry.name + "/", "class folder holds no images"))
-    if not classes:
-        raise FolderError(
-            f"No images found in '{root}' (looked for {', '.join(IMAGE_EXTENSIONS)} inside "
-            "sub-folders). Expected one sub-folder per class, e.g. PetImages/Cat, PetImages/Dog."
-        )
-    return ImageFolder(root, classes, sorted(files), ignored)
-
-
-def _walk_images(root: Path, relative: Path, ignored: list) -> list[str]:
-    """Images under root/relative, following symlinks but never the same directory twice."""
-    found, seen = [], set()
-    for directory, subdirs, names in os.walk(root / relative, followlinks=True):
-        key = _dir_key(directory)
-        if key in seen:
-            ignored.append((_relative(root, directory), "symlink loop, not followed"))
-            subdirs[:] = []
-            continue
-        seen.add(key)
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        for name in sorted(names):
-            if not is_image_name(name):
-                continue
-            rel = _relative(root, os.path.join(directory, name))
-            if not _valid_utf8(rel):
-                ignored.append((_printable(rel), "file name is not valid UTF-8; rename the file"))
-            else:
-                found.append(rel)
-    return found
-
-
-def _dir_key(directory: str) -> tuple[int, int]:
-    info = os.stat(directory)
-    return info.st_dev, info.st_ino
-
-
-def _relative(root: Path, path: str) -> str:
-    return Path(os.path.relpath(path, root)).as_posix()
-
-
-def _valid_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates
-        return False
-    return True
-
-
-def _printable(name: str) -> str:
-    return name.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def read_file(path: str | Path) -> tuple[bytes, str]:
-    """The file's bytes and their hex sha256; raises UnreadableImageError on OS errors."""
-    try:
+        info = os.stat(path)
         data = Path(path).read_bytes()
     except OSError as error:
         raise UnreadableImageError(f"cannot read file: {error.strerror or error}") from None
-    return data, hashlib.sha256(data).hexdigest()
+    return FileBytes(data, hashlib.sha256(data).hexdigest(), info.st_size, info.st_mtime_ns)
 
 
 def decode_pixels(data: bytes, size: int = 224) -> np.ndarray:
@@ -166,12 +76,60 @@ def decode_pixels(data: bytes, size: int = 224) -> np.ndarray:
         raise UnreadableImageError(f"{type(error).__name__}: {error}") from None
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; an image whose EXIF is broken is used as stored."""
+# EXIF orientation -> the transpose that displays the image upright (EXIF 2.32, tag 0x0112;
+# the same table as PIL.ImageOps.exif_transpose).
+ORIENTATION_TAG = 0x0112
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_orientation(image: Image.Image) -> int | None:
+    """The EXIF Orientation value (1-8), read even when other tags of the block are damaged.
+
+    Pillow's parser reads tags lazily, so a broken neighbour tag (e.g. an SRATIONAL of
+    -1/0, on which `ImageOps.exif_transpose` raises struct.error) does not hide this one;
+    if Pillow cannot parse the block at all, IFD0 is scanned for the tag directly.
+    """
     try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - broken EXIF must not make a readable image unreadable
-        return image
+        value = image.getexif().get(ORIENTATION_TAG)
+    except Exception:  # noqa: BLE001 - a damaged block: fall back to scanning it
+        value = _scan_orientation(image.info.get("exif") or b"")
+    try:
+        value = int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value in range(1, 9) else None
+
+
+def _scan_orientation(raw: bytes) -> int | None:
+    """Orientation from the raw EXIF/TIFF bytes: walk IFD0's 12-byte entries for tag 0x0112."""
+    import struct
+
+    if raw.startswith(b"Exif\x00\x00"):
+        raw = raw[6:]
+    order = {b"II": "<", b"MM": ">"}.get(raw[:2])
+    if order is None or len(raw) < 8:
+        return None
+    try:
+        offset = struct.unpack(order + "I", raw[4:8])[0]
+        count = struct.unpack(order + "H", raw[offset:offset + 2])[0]
+        for i in range(count):
+            entry = raw[offset + 2 + 12 * i: offset + 14 + 12 * i]
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag == ORIENTATION_TAG and kind == 3:  # SHORT
+                return struct.unpack(order + "H", entry[8:10])[0]
+    except struct.error:
+        return None
+    return None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation whenever the Orientation tag itself can be read."""
+    method = UPRIGHT.get(exif_orientation(image))
+    return image.transpose(method) if method is not None else image
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:

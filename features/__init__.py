@@ -1,13 +1,15 @@
-"""The chunked HDF5 feature store: write (atomically, resumably), read, inspect."""
+"""The chunked HDF5 feature store: write (atomically, resumably), stitch, read, inspect."""
 
-from .journal import PartWriter, consolidate, read_records, store_files
-from .lock import StoreBusyError, exclusive_lock
-from .reader import FeatureStore, StoreError, open_store, part_files, parts_dir
-from .schema import Identity, sha256_file
-from .store_file import write_store
+from headstart.errors import StoreBusyError, StoreError
+from headstart.features.journal import Entry, PartWriter, read_records, store_files
+from headstart.features.lock import exclusive_lock
+from headstart.features.reader import FeatureStore, open_store, part_files, parts_dir
+from headstart.features.schema import Identity, Skipped, sha256_file
+from headstart.features.stitch import SINGLE_FILE_LIMIT, consolidate, shards_dir
+from headstart.features.store_file import write_store
 
 __all__ = [
-    "FeatureStore", "Identity", "PartWriter", "StoreBusyError", "StoreError", "consolidate",
-    "exclusive_lock", "open_store", "part_files", "parts_dir", "read_records", "sha256_file",
-    "store_files", "write_store",
+    "SINGLE_FILE_LIMIT", "Entry", "FeatureStore", "Identity", "PartWriter", "Skipped",
+    "StoreBusyError", "StoreError", "consolidate", "exclusive_lock", "open_store", "part_files",
+    "parts_dir", "read_records", "sha256_file", "shards_dir", "store_files", "write_store",
 ]

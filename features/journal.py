@@ -1,17 +1,15 @@
-"""Grow a store safely: committed part files while extracting, one consolidation at the end.
+"""Grow a store safely: committed part files while extracting, one finishing step at the end.
 
 A running extraction never modifies `features.h5`. Rows are buffered and committed
 every few hundred images as `features.h5.parts/part-NNNNNN.h5`, each written under a
 temporary name and renamed into place. A kill at any moment therefore loses at most
 the uncommitted buffer, which the next run recomputes. When every image is done,
-`consolidate` merges the old store and the parts into a new `features.h5` (again via
-rename), sorted by path, so an interrupted-and-resumed run ends bit-identical to an
-uninterrupted one, and only then deletes the parts. Consolidating is idempotent: if
-it is interrupted after the rename, the next run merges the same rows again and
-de-duplicates them by path.
+`headstart.features.stitch.consolidate` turns the old store and the parts into the new
+`features.h5` (again via rename) and only then deletes the parts; it is idempotent, so
+a kill between the rename and the deletion is harmless.
 
-Each part file is itself a valid store, so shards written by separate processes can
-later be stitched the same way.
+Each part file is itself a valid store (the same layout), so the records of a store,
+its parts, or the shards of a sharded run are all read the same way: `read_records`.
 """
 
 from __future__ import annotations
@@ -21,14 +19,27 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from . import schema
-from .reader import StoreError, open_h5, part_files, parts_dir, read_index
-from .store_file import atomic_store, create_layout, write_index, write_store
+from headstart.errors import StoreError
+from headstart.features import schema
+from headstart.features.reader import open_h5, part_files, parts_dir, read_index
+from headstart.features.store_file import write_store
 
 PART_PATTERN = re.compile(r"part-(\d+)\.h5$")
+
+
+class Entry(NamedTuple):
+    """One image file as an extraction found it: what the store records besides its row."""
+
+    path: str  # relative to the image folder, '/'-separated
+    sha256: str  # hex; "" when the file could not be read at all
+    label: str | None = None  # class name; None in unlabelled stores
+    split: str = ""  # split given by the folder layout, or ""
+    size: int = -1  # bytes when read
+    mtime_ns: int = -1  # modification time when read
 
 
 @dataclass(frozen=True)
@@ -39,27 +50,52 @@ class Record:
     row: int | None  # row in that file's `features`, or None for a skipped file
     sha256: str
     reason: str | None = None
+    label: str | None = None
+    split: str = ""
+    size: int = -1
+    mtime_ns: int = -1
+
+    def entry(self, path: str) -> Entry:
+        return Entry(path, self.sha256, self.label, self.split, self.size, self.mtime_ns)
 
 
 def store_files(store: str | Path) -> list[Path]:
-    """The consolidated store (if any) followed by its committed parts, oldest first."""
+    """The finished store (if any) followed by its committed parts, oldest first."""
     store = Path(store)
     return ([store] if store.exists() else []) + part_files(store)
 
 
-def read_records(files: Sequence[Path],
-                 identity: schema.Identity | None = None) -> dict[str, Record]:
-    """Latest record per path across `files` (later files win), refusing other identities."""
+def read_records(files: Sequence[Path], identity: schema.Identity | None = None,
+                 label_source: str | None = None, *,
+                 writing_after: bool = False) -> dict[str, Record]:
+    """Latest record per path across `files` (later files win).
+
+    Raises StoreError for files made with another identity or label source, and
+    StoreBusyError for a file another program holds open (writing_after: the caller was
+    about to write, so the message says nothing was changed).
+    """
     records: dict[str, Record] = {}
     for source, file in enumerate(files):
-        with open_h5(file) as handle:
+        with open_h5(file, writing_after=writing_after) as handle:
             index = read_index(handle)
         if identity is not None and index.identity != identity:
             raise StoreError(_mismatch_message(file, index.identity, identity))
-        for row, (path, sha) in enumerate(zip(index.paths, index.hashes, strict=True)):
-            records[path] = Record(source, row, sha)
-        for path, reason, sha in index.skipped:
-            records[path] = Record(source, None, sha, reason)
+        if label_source is not None and index.label_source != label_source:
+            raise StoreError(
+                f"'{file}' takes its labels from {index.label_source}, but this run takes them "
+                f"from {label_source}; write to another -o file or delete it to start over."
+            )
+        names = index.label_names()
+        splits = index.splits or [""] * len(index.paths)
+        sizes = index.sizes.tolist() if index.sizes is not None else [-1] * len(index.paths)
+        mtimes = index.mtimes.tolist() if index.mtimes is not None else [-1] * len(index.paths)
+        for row, values in enumerate(zip(index.paths, index.hashes, names, splits, sizes, mtimes,
+                                         strict=True)):
+            path, sha, label, split, size, mtime = values
+            records[path] = Record(source, row, sha, None, label, split, size, mtime)
+        for skipped in index.skipped:
+            records[skipped.path] = Record(source, None, skipped.sha256, skipped.reason,
+                                           size=skipped.size, mtime_ns=skipped.mtime_ns)
     return records
 
 
@@ -81,37 +117,53 @@ def remove_stale_temporaries(store: str | Path) -> None:
             path.unlink()
 
 
+def index_columns(entries: Sequence[Entry], *, given_splits: bool) -> dict:
+    """The write_index keyword arguments for rows described by `entries`, in order."""
+    columns = {
+        "paths": [e.path for e in entries], "hashes": [e.sha256 for e in entries],
+        "labels": [e.label for e in entries], "sizes": [e.size for e in entries],
+        "mtimes": [e.mtime_ns for e in entries],
+    }
+    if given_splits:
+        columns["splits"] = [e.split for e in entries]
+    return columns
+
+
 class PartWriter:
-    """Buffer extracted rows and commit them as part files of `flush_rows` images."""
+    """Buffer extracted rows and commit them as part files of `flush_rows` images.
+
+    classes: the class names that labels index into; given_splits: write each row's
+    given split (pre-split layouts).
+    """
 
     def __init__(self, store: str | Path, *, identity: schema.Identity, classes: Sequence[str],
-                 attrs: dict, flush_rows: int = 256):
+                 attrs: dict, flush_rows: int = 256, given_splits: bool = False):
         self.store = Path(store)
         self.identity, self.classes, self.attrs = identity, list(classes), attrs
         self.flush_rows = flush_rows
+        self.given_splits = given_splits
         self.committed_rows = 0
         existing = [int(m.group(1)) for p in part_files(store)
                     if (m := PART_PATTERN.search(p.name))]
         self._next_part = max(existing, default=-1) + 1
         self._rows: list[np.ndarray] = []
-        self._paths: list[str] = []
-        self._hashes: list[str] = []
-        self._skipped: list[tuple[str, str, str]] = []
+        self._entries: list[Entry] = []
+        self._skipped: list[schema.Skipped] = []
 
     @property
     def pending(self) -> int:
-        return len(self._paths) + len(self._skipped)
+        return len(self._entries) + len(self._skipped)
 
-    def add_rows(self, rows: np.ndarray, paths: Sequence[str], hashes: Sequence[str]) -> None:
-        """rows: float, shape (len(paths), dim). Commits when the buffer is full."""
+    def add_rows(self, rows: np.ndarray, entries: Sequence[Entry]) -> None:
+        """rows: float, shape (len(entries), dim). Commits when the buffer is full."""
         self._rows.append(np.asarray(rows))
-        self._paths += paths
-        self._hashes += hashes
-        if len(self._paths) >= self.flush_rows:
+        self._entries += entries
+        if len(self._entries) >= self.flush_rows:
             self.commit()
 
-    def add_skipped(self, path: str, reason: str, sha256: str) -> None:
-        self._skipped.append((path, reason, sha256))
+    def add_skipped(self, entry: Entry, reason: str) -> None:
+        self._skipped.append(schema.Skipped(entry.path, reason, entry.sha256, entry.size,
+                                            entry.mtime_ns))
 
     def commit(self) -> None:
         """Write the buffer as the next part file; the buffer is kept if writing fails."""
@@ -123,80 +175,13 @@ class PartWriter:
         rows = np.concatenate(self._rows) if self._rows else np.zeros((0, max(dim, 1)), np.float32)
         write_store(
             directory / f"part-{self._next_part:06d}.h5",
-            features=rows, paths=self._paths, hashes=self._hashes, classes=self.classes,
-            identity=self.identity, skipped=self._skipped, attrs=self.attrs, in_memory=True,
+            features=rows, classes=self.classes, identity=self.identity, skipped=self._skipped,
+            attrs=self.attrs, in_memory=True,
+            **index_columns(self._entries, given_splits=self.given_splits),
         )
         self._next_part += 1
-        self.committed_rows += len(self._paths)
-        self._rows, self._paths, self._hashes, self._skipped = [], [], [], []
-
-
-@dataclass(frozen=True)
-class Consolidated:
-    rows: int
-    skipped: int
-    dropped: int  # records of files no longer in the folder (changed files are replaced)
-
-
-def consolidate(
-    store: str | Path,
-    *,
-    identity: schema.Identity,
-    classes: Sequence[str],
-    present: dict[str, str] | None,
-    attrs: dict,
-    compression: str = "none",
-    block_rows: int = 1024,
-) -> Consolidated:
-    """Merge `store` and its parts into a new `store`, keeping records whose hash is in `present`.
-
-    present: path -> sha256 of every image now in the folder, or None to keep everything.
-    Rows come out sorted by path. Memory: one block of `block_rows` rows.
-    """
-    store = Path(store)
-    files = store_files(store)
-    records = read_records(files, identity)
-    kept = {p: r for p, r in records.items() if present is None or present.get(p) == r.sha256}
-    stored = sorted(p for p, r in kept.items() if r.row is not None)
-    skipped = sorted((p, r.reason, r.sha256) for p, r in kept.items() if r.row is None)
-    handles = [open_h5(f) for f in files]
-    try:
-        sources = [h[schema.FEATURES] for h in handles]
-        dims = {s.shape[1] for s in sources if s.shape[0]}
-        if len(dims) > 1:
-            raise StoreError(f"'{store}' and its parts disagree on the feature size: "
-                             f"{sorted(dims)}.")
-        dim = dims.pop() if dims else (sources[0].shape[1] if sources else 1)
-        itemsize = np.dtype(identity.dtype).itemsize
-        with atomic_store(store, expected_bytes=len(stored) * dim * itemsize) as out:
-            target = create_layout(out, n_rows=len(stored), dim=dim, identity=identity,
-                                   compression=compression)
-            for start in range(0, len(stored), block_rows):
-                block = [kept[p] for p in stored[start:start + block_rows]]
-                target[start:start + len(block)] = _gather(sources, block, dim, identity.dtype)
-            write_index(out, paths=stored, hashes=[kept[p].sha256 for p in stored],
-                        classes=classes, skipped=skipped)
-            out.attrs.update(attrs)
-    finally:
-        for handle in handles:
-            handle.close()
-    for part in part_files(store):
-        part.unlink()
-    with contextlib.suppress(OSError):
-        parts_dir(store).rmdir()
-    return Consolidated(len(stored), len(skipped), len(records) - len(kept))
-
-
-def _gather(sources: list, block: list[Record], dim: int, dtype: str) -> np.ndarray:
-    """Rows for `block` in order, reading each source in contiguous runs."""
-    out = np.empty((len(block), dim), dtype=dtype)
-    by_source: dict[int, list[tuple[int, int]]] = {}
-    for position, record in enumerate(block):
-        by_source.setdefault(record.source, []).append((position, record.row))
-    for source, pairs in by_source.items():
-        positions, rows = (np.array(col) for col in zip(*pairs, strict=True))
-        out[positions] = read_rows(sources[source], rows)
-    return out
+        self.committed_rows += len(self._entries)
+        self._rows, self._entries, self._skipped = [], [], []
 
 
 def read_rows(dataset, rows: np.ndarray) -> np.ndarray:

@@ -12,9 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-
-class StoreBusyError(RuntimeError):
-    """Another process is writing the same store."""
+from headstart.errors import StoreBusyError
 
 
 def lock_path(store: str | Path) -> Path:

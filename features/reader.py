@@ -1,13 +1,19 @@
 """Read a feature store: lazy features, small index arrays in memory, clear errors.
 
     with open_store("features.h5") as store:
-        X = store.load_features()          # float32, shape (n_images, 4096)
+        X = store.load_features()          # float32, shape (n_images, dim)
         y = store.labels                   # int32, shape (n_images,)
         store.classes                      # ['Cat', 'Dog']
+
+A store is one self-contained file, or a top file whose `features` is a virtual dataset
+over shard files in `features.h5.shards/`. HDF5 reads a missing shard silently as the
+fill value, so every open checks that each shard file exists and is readable, and the
+fill value is NaN, so no code path can train on rows that are not there.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +21,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import schema
-
-
-class StoreError(ValueError):
-    """A store file that is missing, unfinished, foreign or damaged; the message says what to do."""
+from headstart.errors import StoreBusyError, StoreError
+from headstart.features import schema
+from headstart.features.busy import is_lock_conflict, is_lock_unsupported, locked_message
 
 
 def parts_dir(store: str | Path) -> Path:
@@ -40,11 +44,26 @@ class Index:
 
     paths: list[str]
     hashes: list[str]
-    labels: np.ndarray
+    labels: np.ndarray  # int32 (n,), -1 in unlabelled stores
     classes: list[str]
-    skipped: list[tuple[str, str, str]]  # (path, reason, sha256)
+    skipped: list[schema.Skipped]
     identity: schema.Identity
     attrs: dict
+    splits: list[str] | None = None  # given split of each row, when the layout gave one
+    sizes: np.ndarray | None = None  # int64 (n,) bytes, when recorded
+    mtimes: np.ndarray | None = None  # int64 (n,) ns, when recorded
+
+    @property
+    def label_source(self) -> str:
+        return str(self.attrs.get(schema.LABEL_SOURCE, schema.DEFAULT_LABEL_SOURCE))
+
+    @property
+    def labelled(self) -> bool:
+        return self.label_source != "none"
+
+    def label_names(self) -> list[str | None]:
+        """Each row's class name (None in unlabelled stores)."""
+        return [self.classes[i] if i >= 0 else None for i in self.labels.tolist()]
 
 
 def _strings(dataset: h5py.Dataset) -> list[str]:
@@ -55,8 +74,14 @@ def _hashes(dataset: h5py.Dataset) -> list[str]:
     return [h.decode("ascii") for h in dataset[...]] if len(dataset) else []
 
 
-def open_h5(path: str | Path) -> h5py.File:
-    """Open any file for reading, turning h5py's low-level errors into one clear sentence."""
+def open_h5(path: str | Path, *, writing_after: bool = False) -> h5py.File:
+    """Open a store file for reading, turning h5py's low-level errors into one sentence.
+
+    A file another program holds open for writing raises StoreBusyError (exit status 3)
+    naming that program, never "damaged". writing_after: the caller would change the
+    store next (the message then says nothing was changed). On file systems that cannot
+    lock, the file is opened without HDF5's lock, as HDF5 recommends there.
+    """
     path = Path(path)
     if not path.exists():
         raise StoreError(f"No feature store at '{path}': "
@@ -66,10 +91,30 @@ def open_h5(path: str | Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as error:
+        if is_lock_conflict(error):
+            raise StoreBusyError(locked_message(path, changed_nothing=writing_after)) from None
+        if is_lock_unsupported(error):
+            try:
+                return h5py.File(path, "r", locking=False)
+            except OSError as retry:
+                error = retry
+        if not os.access(path, os.R_OK):
+            raise StoreError(f"Cannot read '{path}' (permission denied); fix its permissions."
+                             ) from None
         raise StoreError(
             f"'{path}' is not a readable HDF5 file (truncated or another format: {error}); "
             "re-create it with extract-features."
         ) from None
+
+
+def _optional(handle: h5py.File, name: str, n_rows: int, store: str) -> h5py.Dataset | None:
+    if name not in handle:
+        return None
+    column = handle[name]
+    if column.shape != (n_rows,):
+        raise StoreError(f"'{store}': '{name}' has shape {column.shape} but there are {n_rows} "
+                         "records; the store is damaged, re-create it.")
+    return column
 
 
 def read_index(handle: h5py.File) -> Index:
@@ -104,28 +149,64 @@ def read_index(handle: h5py.File) -> Index:
     if columns[schema.LABELS].dtype.kind not in "iu":
         raise StoreError(f"'{name}': 'labels' must be integers, "
                          f"found {columns[schema.LABELS].dtype}.")
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
     classes = _strings(handle[schema.CLASSES])
     labels = columns[schema.LABELS][...].astype(np.int32)
-    if n_rows and (labels.min() < 0 or labels.max() >= len(classes)):
+    unlabelled = attrs.get(schema.LABEL_SOURCE) == "none"
+    low = schema.UNLABELLED if unlabelled else 0
+    if n_rows and (labels.min() < low or labels.max() >= max(len(classes), low + 1)):
         raise StoreError(
             f"'{name}': labels run from {labels.min()} to {labels.max()} "
             f"but there are {len(classes)} classes; the store is damaged, re-create it."
         )
     try:
-        skipped = list(zip(_strings(handle[schema.SKIPPED_PATHS]),
-                           _strings(handle[schema.SKIPPED_REASONS]),
-                           _hashes(handle[schema.SKIPPED_HASHES]), strict=True))
+        n_skipped = len(handle[schema.SKIPPED_PATHS])
+        skipped_cols = [_strings(handle[schema.SKIPPED_PATHS]),
+                        _strings(handle[schema.SKIPPED_REASONS]),
+                        _hashes(handle[schema.SKIPPED_HASHES])]
+        for key in (schema.SKIPPED_SIZES, schema.SKIPPED_MTIMES):
+            column = _optional(handle, key, n_skipped, name)
+            skipped_cols.append(column[...].tolist() if column is not None else [-1] * n_skipped)
+        skipped = [schema.Skipped(*row) for row in zip(*skipped_cols, strict=True)]
         paths, hashes = _strings(columns[schema.PATHS]), _hashes(columns[schema.HASHES])
+        splits = _optional(handle, schema.GIVEN_SPLIT, n_rows, name)
+        splits = _strings(splits) if splits is not None else None
+        sizes, mtimes = (_optional(handle, key, n_rows, name)
+                         for key in (schema.SIZES, schema.MTIMES))
     except (ValueError, TypeError, UnicodeDecodeError, AttributeError) as error:
         raise StoreError(
             f"'{name}': paths or hashes are unreadable ({error}); re-create it."
         ) from None
-    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
-    return Index(paths, hashes, labels, classes, skipped, identity, attrs)
+    return Index(paths, hashes, labels, classes, skipped, identity, attrs, splits,
+                 sizes[...] if sizes is not None else None,
+                 mtimes[...] if mtimes is not None else None)
+
+
+def shard_files(dataset: h5py.Dataset, store: Path) -> list[Path]:
+    """The files a virtual `features` dataset reads from (relative to the store's folder)."""
+    if not dataset.is_virtual:
+        return []
+    names = dict.fromkeys(source.file_name for source in dataset.virtual_sources())
+    return [store.parent / name for name in names if name != "."]
+
+
+def check_shards(dataset: h5py.Dataset, store: Path) -> list[Path]:
+    """Raise StoreError naming the first shard file that is missing or unreadable."""
+    files = shard_files(dataset, store)
+    for file in files:
+        if not file.is_file():
+            raise StoreError(
+                f"'{store}' reads its rows from '{file}', which is missing; restore that file "
+                f"or re-run the extraction that wrote it (`merge-features {store}` says which)."
+            )
+        if not os.access(file, os.R_OK):
+            raise StoreError(f"'{store}' reads its rows from '{file}', which cannot be read "
+                             "(permission denied); fix its permissions.")
+    return files
 
 
 class FeatureStore:
-    """A consolidated store opened for reading; features stay on disk until asked for."""
+    """A finished store opened for reading; features stay on disk until asked for."""
 
     def __init__(self, path: str | Path, *, require_complete: bool = True):
         self.path = Path(path)
@@ -135,6 +216,7 @@ class FeatureStore:
         self._handle = open_h5(self.path)
         try:
             self.index = read_index(self._handle)
+            self.shards = check_shards(self._handle[schema.FEATURES], self.path)
             self.complete = bool(self.index.attrs.get("complete", False)) and not pending
             if require_complete and not self.complete:
                 raise StoreError(_unfinished_message(self.path, pending, self.index.attrs))
@@ -154,9 +236,18 @@ class FeatureStore:
     classes = property(lambda self: self.index.classes)
     identity = property(lambda self: self.index.identity)
     attrs = property(lambda self: self.index.attrs)
-    skipped = property(lambda self: [(p, reason) for p, reason, _ in self.index.skipped])
+    skipped = property(lambda self: [(s.path, s.reason) for s in self.index.skipped])
+    given_splits = property(lambda self: self.index.splits)
+    labelled = property(lambda self: self.index.labelled)
+    label_source = property(lambda self: self.index.label_source)
     n_rows = property(lambda self: len(self.index.paths))
     dim = property(lambda self: self.features.shape[1])
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows per chunk of `features` (a virtual dataset has none: its shards' size)."""
+        chunks = self.features.chunks
+        return chunks[0] if chunks else schema.chunk_rows(self.dim, self.features.dtype)
 
     def load_features(self, dtype: str | np.dtype = np.float32) -> np.ndarray:
         """All rows in memory, shape (n_rows, dim), cast to `dtype`."""
@@ -165,13 +256,13 @@ class FeatureStore:
 
     def iter_chunks(self, rows: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield (row slice, float32 block) in stored order, `rows` at a time (default: a chunk)."""
-        step = rows or self.features.chunks[0]
+        step = rows or self.chunk_rows
         for start in range(0, self.n_rows, step):
             block = slice(start, min(start + step, self.n_rows))
             yield block, self.features[block].astype(np.float32, copy=False)
 
     def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=len(self.classes))
+        counts = np.bincount(self.labels[self.labels >= 0], minlength=len(self.classes))
         return dict(zip(self.classes, counts.tolist(), strict=True))
 
     def close(self) -> None:
@@ -185,7 +276,12 @@ class FeatureStore:
 
 
 def open_store(path: str | Path, *, require_complete: bool = True) -> FeatureStore:
-    """Open a store for reading; an unfinished store raises StoreError saying how to finish it."""
+    """Open a store for reading.
+
+    Raises StoreError for a missing, unfinished (saying how to finish it), damaged or
+    foreign store, or one whose shard files are missing; StoreBusyError when another
+    program holds it open for writing.
+    """
     return FeatureStore(path, require_complete=require_complete)
 
 

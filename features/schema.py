@@ -1,18 +1,28 @@
 """Names and provenance of the feature store: the contract that plain h5py users read.
 
-Root of every store file (the main store and each part file alike):
+Root of every store file (a single-file store, each shard and each part file alike):
 
-    features         float32|float16 [N, D]  chunked, resizable; one row per image
-    labels           int32 [N]               index into ``classes``
+    features         float32|float16 [N, D]  chunked, resizable; one row per image. In a
+                                             store of several shards, a virtual dataset
+                                             over the shard files (fill value NaN)
+    labels           int32 [N]               index into ``classes``; -1 in unlabelled stores
     paths            utf-8 str [N]           path relative to the image folder, '/'-separated
     sha256           ascii bytes S64 [N]     hex sha256 of each image file's bytes
-    classes          utf-8 str [C]           sorted class-folder names
+    size             int64 [N]               file size in bytes when extracted     (optional)
+    mtime_ns         int64 [N]               file modification time, ns            (optional)
+    split            utf-8 str [N]           split given by the folder layout: train,
+                                             validation or test (only pre-split layouts)
+    classes          utf-8 str [C]           sorted class names
     skipped/paths    utf-8 str [K]           files that looked like images but could not be read
     skipped/reasons  utf-8 str [K]
     skipped/sha256   S64 [K]                 so an unchanged bad file is not retried
+    skipped/size, skipped/mtime_ns  int64 [K]                                      (optional)
 
 Attributes carry the provenance below; ``IDENTITY_KEYS`` are the ones that make two
-stores' rows comparable, so a store is never extended by a run that differs in any.
+stores' rows comparable, so a store is never extended by a run that differs in any, and
+``label_source`` says where labels came from (another label source is refused as well).
+Stores written before `size`, `mtime_ns`, `split`, `pooling` or `label_source` existed
+read as: unknown stat (files are hashed once), no given split, no pooling, folders.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -32,6 +43,14 @@ CLASSES = "classes"
 SKIPPED_PATHS = "skipped/paths"
 SKIPPED_REASONS = "skipped/reasons"
 SKIPPED_HASHES = "skipped/sha256"
+SIZES = "size"
+MTIMES = "mtime_ns"
+GIVEN_SPLIT = "split"
+SKIPPED_SIZES = "skipped/size"
+SKIPPED_MTIMES = "skipped/mtime_ns"
+LABEL_SOURCE = "label_source"
+DEFAULT_LABEL_SOURCE = "folders"  # stores written before label sources existed
+UNLABELLED = -1  # the label of every row in an unlabelled store
 
 STRING = h5py.string_dtype("utf-8")
 HASH_DTYPE = "S64"
@@ -43,31 +62,36 @@ COMPRESSIONS = ("none", "gzip", "lzf")
 CHUNK_BYTES = 1 << 20
 
 IDENTITY_KEYS = ("model", "layer", "weights", "input_size", "resize", "preprocessing", "dtype",
-                 "precision")
+                 "precision", "pooling")
+# Attributes that stores written before they existed lack, with the value those stores had.
+IDENTITY_DEFAULTS = {"precision": "float32", "pooling": "none"}
 
 
 @dataclass(frozen=True)
 class Identity:
     """What produced a store's rows. Rows from stores with different identities never mix."""
 
-    model: str
-    layer: str
+    model: str  # the backbone: a keras.applications name, e.g. "VGG16"
+    layer: str  # the layer whose output is stored, e.g. "fc2"
     weights: str  # "imagenet", "none (seed 0)" or "sha256:<hex>" of a weights file
     input_size: int
     resize: str
     preprocessing: str
     dtype: str = "float32"  # how rows are stored
     precision: str = "float32"  # how the backbone computed them (mixed_float16 on GPUs)
+    pooling: str = "none"  # "avg": a 4-d layer output averaged over height and width
 
     def as_attrs(self) -> dict[str, str | int]:
         return {key: getattr(self, key) for key in IDENTITY_KEYS}
 
     @classmethod
     def from_attrs(cls, attrs: h5py.AttributeManager | dict) -> Identity:
-        missing = [key for key in IDENTITY_KEYS if key not in attrs and key != "precision"]
+        missing = [key for key in IDENTITY_KEYS
+                   if key not in attrs and key not in IDENTITY_DEFAULTS]
         if missing:
             raise ValueError(f"attributes {missing} are missing")
-        values = {key: attrs[key] for key in IDENTITY_KEYS if key in attrs}
+        values = {key: attrs[key] if key in attrs else IDENTITY_DEFAULTS[key]
+                  for key in IDENTITY_KEYS}
         values["input_size"] = int(values["input_size"])
         return cls(**{k: v if not isinstance(v, bytes) else v.decode() for k, v in values.items()})
 
@@ -78,6 +102,16 @@ class Identity:
             for key in IDENTITY_KEYS
             if getattr(self, key) != getattr(other, key)
         ]
+
+
+class Skipped(NamedTuple):
+    """A file that looked like an image but could not be read, and why."""
+
+    path: str
+    reason: str
+    sha256: str  # "" when the file could not even be read
+    size: int = -1  # bytes; -1 when unknown
+    mtime_ns: int = -1  # -1 when unknown
 
 
 def chunk_rows(dim: int, dtype: str) -> int:

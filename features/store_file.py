@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import schema
+from headstart.features import schema
 
 
 @contextlib.contextmanager
@@ -89,10 +89,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def labels_from_paths(paths: Sequence[str], classes: Sequence[str]) -> np.ndarray:
-    """int32 label of each path: the index of its first folder in `classes`."""
+def label_indices(labels: Sequence[str | None], classes: Sequence[str]) -> np.ndarray:
+    """int32 index of each class name in `classes`; None (no label) becomes -1."""
     index = {name: i for i, name in enumerate(classes)}
-    return np.fromiter((index[p.split("/", 1)[0]] for p in paths), dtype=np.int32, count=len(paths))
+    return np.fromiter((schema.UNLABELLED if name is None else index[name] for name in labels),
+                       dtype=np.int32, count=len(labels))
+
+
+def folder_labels(paths: Sequence[str]) -> list[str]:
+    """The class of each path in a class-per-folder layout: its first folder."""
+    return [p.split("/", 1)[0] for p in paths]
 
 
 def create_layout(
@@ -120,29 +126,50 @@ def create_layout(
     return features
 
 
+def _optional_ints(handle: h5py.File, name: str, values: Sequence[int] | None) -> None:
+    if values is not None:
+        handle.create_dataset(name, data=np.asarray(list(values), dtype=np.int64), maxshape=(None,))
+
+
 def write_index(
     handle: h5py.File,
     *,
     paths: Sequence[str],
     hashes: Sequence[str],
     classes: Sequence[str],
-    skipped: Sequence[tuple[str, str, str]] = (),
+    labels: Sequence[str | None] | None = None,
+    splits: Sequence[str] | None = None,
+    sizes: Sequence[int] | None = None,
+    mtimes: Sequence[int] | None = None,
+    skipped: Sequence[tuple] = (),
 ) -> None:
-    """Write labels, paths, hashes, classes and skipped records (path, reason, sha256)."""
-    handle.create_dataset(schema.LABELS, data=labels_from_paths(paths, classes), maxshape=(None,))
+    """Write labels, paths, hashes, classes, optional columns and skipped records.
+
+    labels: class name of each row (None: unlabelled); default: the first folder of the path.
+    splits: the split each row's folder gave ("train", "validation", "test"), or None.
+    sizes, mtimes: each file's size (bytes) and modification time (ns) when it was read.
+    skipped: (path, reason, sha256[, size, mtime_ns]) of each unreadable file.
+    """
+    labels = folder_labels(paths) if labels is None else labels
+    handle.create_dataset(schema.LABELS, data=label_indices(labels, classes), maxshape=(None,))
     handle.create_dataset(schema.PATHS, data=list(paths), dtype=schema.STRING, maxshape=(None,))
     handle.create_dataset(
         schema.HASHES, data=np.array(list(hashes), dtype=schema.HASH_DTYPE), maxshape=(None,)
     )
     handle.create_dataset(schema.CLASSES, data=list(classes), dtype=schema.STRING)
-    skipped_paths, reasons, skipped_hashes = (
-        (list(col) for col in zip(*skipped, strict=True)) if skipped else ([], [], [])
-    )
-    handle.create_dataset(schema.SKIPPED_PATHS, data=skipped_paths, dtype=schema.STRING)
-    handle.create_dataset(schema.SKIPPED_REASONS, data=reasons, dtype=schema.STRING)
+    if splits is not None:
+        handle.create_dataset(schema.GIVEN_SPLIT, data=list(splits), dtype=schema.STRING)
+    _optional_ints(handle, schema.SIZES, sizes)
+    _optional_ints(handle, schema.MTIMES, mtimes)
+    records = [schema.Skipped(*record) for record in skipped]
+    handle.create_dataset(schema.SKIPPED_PATHS, data=[r.path for r in records], dtype=schema.STRING)
+    handle.create_dataset(schema.SKIPPED_REASONS, data=[r.reason for r in records],
+                          dtype=schema.STRING)
     handle.create_dataset(
-        schema.SKIPPED_HASHES, data=np.array(skipped_hashes, dtype=schema.HASH_DTYPE)
+        schema.SKIPPED_HASHES, data=np.array([r.sha256 for r in records], dtype=schema.HASH_DTYPE)
     )
+    _optional_ints(handle, schema.SKIPPED_SIZES, [r.size for r in records])
+    _optional_ints(handle, schema.SKIPPED_MTIMES, [r.mtime_ns for r in records])
 
 
 def write_store(
@@ -153,14 +180,16 @@ def write_store(
     hashes: Sequence[str],
     classes: Sequence[str],
     identity: schema.Identity,
-    skipped: Sequence[tuple[str, str, str]] = (),
+    skipped: Sequence[tuple] = (),
     attrs: dict | None = None,
     compression: str = "none",
     in_memory: bool = False,
+    **columns,
 ) -> Path:
     """Write a whole store in one atomic step (parts of a run, synthetic stores in tests).
 
     features: shape (n_rows, dim); cast to ``identity.dtype``.
+    columns: labels, splits, sizes, mtimes as in `write_index`.
     """
     features = np.asarray(features)
     if features.ndim != 2 or len(features) != len(paths) or len(paths) != len(hashes):
@@ -174,6 +203,7 @@ def write_store(
         )
         if len(features):
             dataset[...] = features.astype(identity.dtype, copy=False)
-        write_index(handle, paths=paths, hashes=hashes, classes=classes, skipped=skipped)
+        write_index(handle, paths=paths, hashes=hashes, classes=classes, skipped=skipped,
+                    **columns)
         handle.attrs.update(attrs or {})
     return Path(path)

@@ -9,10 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import headstart.extract
 import numpy as np
 import pytest
-from conftest_classify import IDENTITY, make_store, random_labels, separable
+from helpers import IDENTITY, make_store, random_labels, separable
+
+import headstart.extract
 from headstart.classify.cli import fit_head_main, predict_main
 from headstart.features import write_store
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from headstart.classify.errors import ClassifyError
+
 from headstart.classify.split import assign_splits, check_split, read_split_csv
+from headstart.errors import ClassifyError
 
 SAMPLE_PETS = Path(__file__).resolve().parents[1] / "examples" / "pets"
 

@@ -6,11 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest_classify import IDENTITY, make_store, random_labels, separable
+from helpers import IDENTITY, make_store, random_labels, separable
+from sklearn.metrics import accuracy_score
+
 from headstart.classify import HEADS, LogRegHead, fit_heads, load_head
 from headstart.classify.split import read_split_csv
 from headstart.features import open_store
-from sklearn.metrics import accuracy_score
 
 
 def test_rows(store, out_dir):
@@ -159,8 +160,8 @@ def test_softmax_with_hidden_layer_and_dropout(separable_store):
 
 
 def test_a_model_without_trainable_parameters_is_refused():
-    from headstart.classify.errors import ClassifyError
     from headstart.classify.softmax import import_keras, require_trainable
+    from headstart.errors import ClassifyError
 
     keras, _ = import_keras()
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
@@ -183,8 +184,9 @@ def test_tensorflow_start_up_noise_is_dropped_and_the_rest_kept(capfd):
 
 def test_early_stopping_restores_the_best_epoch():
     """On labels it cannot learn, validation loss rises early; the head keeps its best epoch."""
-    from headstart.classify import SoftmaxHead
     from sklearn.metrics import log_loss
+
+    from headstart.classify import SoftmaxHead
 
     X, y = random_labels(n=600, dim=64)
     head = SoftmaxHead(patience=3, epochs=50).fit(X[:400], y[:400],

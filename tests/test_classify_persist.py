@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest_classify import IDENTITY, make_store, separable
+from helpers import IDENTITY, make_store, separable
+
 from headstart.classify import HeadError, fit_heads, load_head
 from headstart.classify.persist import HEAD_JSON, WEIGHTS
 from headstart.features import open_store

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from headstart.classify.errors import ClassifyError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from headstart.classify.split import (
     SPLITS,
     assign_splits,
@@ -14,8 +16,7 @@ from headstart.classify.split import (
     split_units,
     write_split_csv,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from headstart.errors import ClassifyError
 
 hex_hashes = st.lists(st.text("0123456789abcdef", min_size=64, max_size=64), max_size=60)
 

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import small_pets
+from helpers import small_pets
 
 # Two logical CPU devices stand in for two GPUs; they must be configured before TF starts.
 TWO_DEVICES = """
@@ -58,10 +58,10 @@ def test_mixed_bfloat16_rows_are_close_to_float32_and_recorded_as_such(tmp_path,
     assert np.abs(approx - exact).max() < 0.05 * scale
     assert np.corrcoef(approx.ravel(), exact.ravel())[0, 1] > 0.999
     out = tmp_path / "f.h5"
-    extract_features(folder, out, weights="none", precision="mixed_bfloat16", backbone=mixed,
+    extract_features(folder, out, weights="none", precision="mixed_bfloat16", model=mixed,
                      progress=False, log=lambda line: None)
     with open_store(out) as store:
         assert store.identity.precision == "mixed_bfloat16"
     with pytest.raises(StoreError, match="precision: 'mixed_bfloat16' vs 'float32'"):
-        extract_features(folder, out, weights="none", backbone=full, progress=False,
+        extract_features(folder, out, weights="none", model=full, progress=False,
                          log=lambda line: None)

@@ -7,15 +7,12 @@ import os
 
 import numpy as np
 import pytest
-from conftest import write_image
-from headstart.extract.images import (
-    FolderError,
-    UnreadableImageError,
-    decode_pixels,
-    read_file,
-    scan_folder,
-)
+from helpers import write_image
 from PIL import Image
+
+from headstart.errors import FolderError
+from headstart.extract.catalog import scan as scan_folder
+from headstart.extract.images import UnreadableImageError, decode_pixels, read_file
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **save) -> bytes:

@@ -7,8 +7,9 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import small_pets, write_image
-from headstart.extract import WeightsError, WeightsSpec, extract_features
+from helpers import small_pets, write_image
+
+from headstart.extract import Backbone, WeightsError, WeightsSpec, extract_features
 from headstart.extract.backbone import pipeline_identity
 from headstart.features import StoreError, open_store, part_files
 
@@ -30,7 +31,7 @@ def test_rows_equal_keras_own_vgg16_pipeline(tmp_path, seeded_weights, backbone_
 
     folder = small_pets(tmp_path / "pets", 3)
     backbone = backbone_cache(WeightsSpec.parse(str(seeded_weights)))
-    run(folder, tmp_path / "f.h5", weights=str(seeded_weights), batch_size=4, backbone=backbone)
+    run(folder, tmp_path / "f.h5", weights=str(seeded_weights), batch_size=4, model=backbone)
     vgg = keras.applications.VGG16(weights=None)
     vgg.load_weights(seeded_weights)
     fc2 = keras.Model(vgg.input, vgg.get_layer("fc2").output)
@@ -153,13 +154,10 @@ def test_a_weights_file_of_the_wrong_shape_is_refused(tmp_path):
     with h5py.File(bogus, "w") as f:
         f["x"] = np.zeros(3)
     with pytest.raises(WeightsError, match="Could not load weights from .*include_top=True"):
-        from headstart.extract.backbone import build_vgg16
-
-        build_vgg16(WeightsSpec.parse(str(bogus)))
+        Backbone(WeightsSpec.parse(str(bogus)))
 
 
 def test_imagenet_download_failure_points_to_weights_path(monkeypatch):
-    from headstart.extract.backbone import build_vgg16
     from keras.src.utils import file_utils
 
     def offline(*args, **kwargs):
@@ -168,7 +166,7 @@ def test_imagenet_download_failure_points_to_weights_path(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(WeightsError,
                        match=r"Could not get the ImageNet VGG16 weights .* --weights PATH"):
-        build_vgg16(WeightsSpec("imagenet"))
+        Backbone(WeightsSpec("imagenet"))
 
 
 def test_output_problems_are_reported_before_any_work(tmp_path):

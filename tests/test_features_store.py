@@ -9,8 +9,10 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import IDENTITY, random_rows
+from helpers import IDENTITY, random_rows
+
 from headstart.features import (
+    Entry,
     PartWriter,
     StoreBusyError,
     StoreError,
@@ -29,6 +31,11 @@ from headstart.features.schema import chunk_rows
 
 PATHS = ["Cat/a.jpg", "Cat/b.jpg", "Dog/c.jpg"]
 HASHES = ["a" * 64, "b" * 64, "c" * 64]
+
+
+def entries(paths, hashes):
+    """Entry records of class-folder images (label: the first folder)."""
+    return [Entry(p, h, p.split("/", 1)[0]) for p, h in zip(paths, hashes, strict=True)]
 
 
 def make_store(path, rows=None, paths=PATHS, hashes=HASHES, **kw):
@@ -130,10 +137,10 @@ def test_part_writer_commits_parts_and_consolidation_sorts_and_dedupes(tmp_path)
     writer = PartWriter(store, identity=IDENTITY, classes=["Cat", "Dog"], attrs={"command": "x"},
                         flush_rows=2)
     rows = random_rows(3)
-    writer.add_rows(rows[2:], ["Dog/c.jpg"], [HASHES[2]])
+    writer.add_rows(rows[2:], entries(["Dog/c.jpg"], [HASHES[2]]))
     assert part_files(store) == []  # buffered, below flush_rows
-    writer.add_rows(rows[:2], PATHS[:2], HASHES[:2])
-    writer.add_skipped("Cat/z.jpg", "empty file", "e" * 64)
+    writer.add_rows(rows[:2], entries(PATHS[:2], HASHES[:2]))
+    writer.add_skipped(Entry("Cat/z.jpg", "e" * 64), "empty file")
     writer.commit()
     assert len(part_files(store)) == 2
     with pytest.raises(StoreError, match="unfinished.*3 new images.*run `x` again"):
@@ -157,7 +164,7 @@ def test_consolidation_drops_vanished_and_changed_files_and_later_records_win(tm
     store = make_store(tmp_path / "s.h5")
     writer = PartWriter(store, identity=IDENTITY, classes=["Cat", "Dog"], attrs={})
     new_row = np.full((1, 16), 7, np.float32)
-    writer.add_rows(new_row, ["Cat/b.jpg"], ["f" * 64])  # Cat/b.jpg changed, re-extracted
+    writer.add_rows(new_row, entries(["Cat/b.jpg"], ["f" * 64]))  # changed, re-extracted
     writer.commit()
     present = {"Cat/b.jpg": "f" * 64, "Dog/c.jpg": HASHES[2]}  # Cat/a.jpg was deleted
     result = consolidate(store, identity=IDENTITY, classes=["Cat", "Dog"], present=present,

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest_classify import make_store, separable
+from helpers import make_store, separable
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

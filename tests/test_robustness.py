@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeBackbone, many_images, write_image
-from headstart.extract import UnreadableImageError, decode_pixels, extract_features
-from headstart.features import StoreError, open_store, part_files
+from helpers import FakeBackbone, many_images, write_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+
+from headstart.errors import EXIT_SYSTEM
+from headstart.extract import UnreadableImageError, decode_pixels, extract_features
+from headstart.features import StoreError, open_store, part_files
 
 TESTS = Path(__file__).resolve().parent
 
@@ -27,17 +29,17 @@ TESTS = Path(__file__).resolve().parent
 CHILD = f"""
 import sys
 sys.path.insert(0, {str(TESTS)!r})
-from conftest import FakeBackbone
+from helpers import FakeBackbone
 from headstart.extract.cli import format_summary
 from headstart.extract import extract_features
 summary = extract_features(sys.argv[1], sys.argv[2], weights="none", batch_size=2, flush_rows=4,
-                           backbone=FakeBackbone(delay_s=0.01), progress=False, workers=2)
+                           model=FakeBackbone(delay_s=0.01), progress=False, workers=2)
 print(format_summary(summary))
 """
 
 
 def fake_extract(folder: Path, out: Path, **kw):
-    kw = {"weights": "none", "batch_size": 2, "flush_rows": 4, "backbone": FakeBackbone(),
+    kw = {"weights": "none", "batch_size": 2, "flush_rows": 4, "model": FakeBackbone(),
           "progress": False, "log": lambda line: None, **kw}
     return extract_features(folder, out, **kw)
 
@@ -64,6 +66,12 @@ def test_twenty_sigkills_at_random_moments_lose_and_duplicate_nothing(chaos_fold
     bit for bit (the fake model is exact, so any lost or doubled row would show)."""
     folder, reference = chaos_folder
     rng = random.Random(20)
+    # Kill within the time an uninterrupted child takes on this machine (at least 1.5 s),
+    # so that every moment of a run can be hit and each scenario eventually completes.
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", CHILD, str(folder), str(tmp_path / "timing.h5")],
+                   check=True, capture_output=True)
+    window = max(1.5, 1.1 * (time.perf_counter() - began))
     kills, scenario = 0, 0
     while kills < 20:
         out = tmp_path / f"run{scenario}.h5"
@@ -71,7 +79,7 @@ def test_twenty_sigkills_at_random_moments_lose_and_duplicate_nothing(chaos_fold
         while True:
             child = subprocess.Popen([sys.executable, "-c", CHILD, str(folder), str(out)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, window))
             if child.poll() is None:
                 child.send_signal(signal.SIGKILL)
                 child.communicate()
@@ -145,7 +153,7 @@ def test_disk_full_gives_a_clear_error_and_the_same_command_resumes(chaos_folder
     try:
         full = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                               preexec_fn=restrict)
-        assert full.returncode == 1, full.stderr
+        assert full.returncode == EXIT_SYSTEM, full.stderr  # 4: the machine, not the input
         assert ("Ran out of disk space" in full.stderr
                 and "run the same command again" in full.stderr)
         assert "Traceback" not in full.stderr and len(full.stderr.strip().splitlines()) <= 3
@@ -166,7 +174,7 @@ def test_disk_full_gives_a_clear_error_and_the_same_command_resumes(chaos_folder
 CHILD_CLI = """
 import sys
 sys.path.insert(0, {tests!r})
-from conftest import FakeBackbone
+from helpers import FakeBackbone
 import headstart.extract.runner as runner
 runner.Backbone = lambda spec, **kw: FakeBackbone()
 from headstart.extract.cli import main
@@ -265,7 +273,7 @@ def test_a_50_megapixel_jpeg_decodes_with_bounded_memory(tmp_path):
     Image.new("RGB", (866, 577), (30, 120, 60)).resize((8660, 5773)).save(path, quality=80)
     code = ("import resource, sys; "
             "from headstart.extract.images import decode_pixels, read_file\n"
-            "data, _ = read_file(sys.argv[1]); "
+            "data = read_file(sys.argv[1]).data; "
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "pixels = decode_pixels(data); "
             "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

@@ -1,0 +1,83 @@
+"""What an extraction run must do, decided from the catalog and the store's records alone.
+
+Pure, apart from hashing the few files it must (injected as `hash_files`). A stored
+file counts as unchanged when its size and modification time equal the recorded ones,
+the first check git and rsync make; only files whose stat differs (or that were stored
+without one) are hashed, and `verify=True` hashes every file. A file whose stat changed
+but whose bytes did not keeps its row and gets the new stat recorded (`refresh`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from headstart.extract import formats
+from headstart.extract.catalog import Catalog
+from headstart.features.journal import Entry, Record
+
+
+@dataclass
+class Work:
+    """The outcome of planning one run."""
+
+    todo: list[Entry]  # images to read, decode and embed, sorted by path (sha256 not yet known)
+    present: dict[str, str]  # path -> sha256 of catalogued files already stored unchanged
+    refresh: dict[str, Entry] = field(default_factory=dict)  # unchanged rows, newer stat/label
+    gone: list[str] = field(default_factory=list)  # stored paths no longer in the catalog
+    changed: list[str] = field(default_factory=list)  # stored paths whose bytes changed
+    hashed: int = 0  # files hashed to decide
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not (self.todo or self.gone or self.refresh)
+
+    @property
+    def drop(self) -> list[str]:
+        """Stored paths whose rows must go: files deleted or changed since."""
+        return sorted(self.gone + self.changed)
+
+
+def catalog_entry(catalog: Catalog, path: str) -> Entry:
+    """What the catalog knows of `path` (its sha256 is learnt when the file is read)."""
+    size, mtime = catalog.stats.get(path, (-1, -1))
+    split = catalog.splits.get(path, "") if catalog.splits else ""
+    return Entry(path, "", catalog.labels.get(path), split, size, mtime)
+
+
+def _retry(record: Record) -> bool:
+    """Skipped files worth another try although unchanged: a decoder installed since."""
+    return (record.row is None and record.reason == formats.HEIF_MISSING
+            and formats.HEIF_AVAILABLE)
+
+
+def plan_work(catalog: Catalog, records: dict[str, Record], *,
+              hash_files: Callable[[Sequence[str]], dict[str, str]],
+              verify: bool = False) -> Work:
+    """Compare the catalog with the store's records; see the module docstring."""
+    todo, present, refresh, to_hash = [], {}, {}, []
+    for path in catalog.files:
+        entry = catalog_entry(catalog, path)
+        record = records.get(path)
+        if record is None or _retry(record):
+            todo.append(entry)
+        elif not verify and record.size >= 0 and (record.size, record.mtime_ns) == (
+                entry.size, entry.mtime_ns):
+            present[path] = record.sha256
+            if (record.label, record.split) != (entry.label, entry.split):
+                refresh[path] = entry._replace(sha256=record.sha256)
+        else:
+            to_hash.append(path)
+    hashes = hash_files(to_hash) if to_hash else {}
+    changed = []
+    for path in to_hash:
+        record, entry = records[path], catalog_entry(catalog, path)
+        if hashes.get(path) and hashes[path] == record.sha256:
+            present[path] = record.sha256
+            refresh[path] = entry._replace(sha256=record.sha256)
+        else:
+            changed.append(path)
+            todo.append(entry)
+    gone = sorted(p for p in records if p not in catalog.labels)
+    todo.sort(key=lambda e: e.path)
+    return Work(todo, present, refresh, gone, sorted(changed), len(to_hash))

@@ -1,0 +1,372 @@
+"""Finish a store: one self-contained file, or a small top file over shard files.
+
+Two layouts, both read the same way (`open_store`):
+
+* **one file**: every row copied into `features.h5`, sorted by path. A first extraction
+  always ends this way, and so does an append while the store stays at most
+  `SINGLE_FILE_LIMIT` (64 MiB of rows: about 4,000 VGG16 fc2 rows in float32), so a
+  student's store is one file to e-mail to a grader.
+* **shards**: `features.h5` holds the index (paths, labels, hashes...) and an HDF5 virtual
+  dataset whose rows live in files under `features.h5.shards/`, referenced by paths
+  relative to the store's folder (the folder can be moved). Rows are in the order the
+  shards were added, each shard sorted by path. An append to a larger store writes only
+  its new rows as a new shard plus a new top file, so its cost is proportional to the new
+  rows; sharded extraction (`--shard I/N`, Ray) ends the same way via `merge-features`.
+  The fill value is NaN, and readers check every shard file on open.
+
+`merge-features --copy` turns either into one self-contained file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from headstart.errors import StoreError
+from headstart.features import schema
+from headstart.features.journal import (
+    Entry,
+    Record,
+    index_columns,
+    read_records,
+    read_rows,
+    store_files,
+)
+from headstart.features.reader import open_h5, part_files, parts_dir, read_index, shard_files
+from headstart.features.store_file import atomic_store, create_layout, write_index
+
+SINGLE_FILE_LIMIT = 64 << 20  # bytes of rows up to which an append rewrites one file
+SHARD_PATTERN = re.compile(r"g(\d{6})-s(\d{5})-of-(\d{5})\.h5$")
+PLAN_PATTERN = re.compile(r"plan-g(\d{6})\.json$")
+
+
+def shards_dir(store: str | Path) -> Path:
+    """Where a sharded store keeps its shard files (and a sharded run its plan)."""
+    store = Path(store)
+    return store.with_name(store.name + ".shards")
+
+
+def shard_path(store: str | Path, generation: int, index: int, count: int) -> Path:
+    """The fixed name of shard `index` of `count` in `generation`."""
+    return shards_dir(store) / f"g{generation:06d}-s{index:05d}-of-{count:05d}.h5"
+
+
+def next_generation(store: str | Path) -> int:
+    """One more than any generation of shards or plans present (0 for a new store)."""
+    found = [-1]
+    directory = shards_dir(store)
+    if directory.is_dir():
+        for path in directory.iterdir():
+            match = SHARD_PATTERN.search(path.name) or PLAN_PATTERN.search(path.name)
+            if match:
+                found.append(int(match.group(1)))
+    if Path(store).exists():
+        with open_h5(store) as handle:
+            for file in shard_files(handle[schema.FEATURES], Path(store)):
+                if match := SHARD_PATTERN.search(file.name):
+                    found.append(int(match.group(1)))
+    return max(found) + 1
+
+
+@dataclass(frozen=True)
+class Finished:
+    rows: int
+    skipped: int
+    dropped: int  # records of files no longer in the folder (changed files are replaced)
+    shards: int  # 0 for a one-file store
+
+
+def consolidate(
+    store: str | Path,
+    *,
+    identity: schema.Identity,
+    classes: Sequence[str],
+    present: dict[str, str] | None,
+    attrs: dict,
+    compression: str = "none",
+    given_splits: bool = False,
+    refresh: dict[str, Entry] | None = None,
+    single_file_limit: int = SINGLE_FILE_LIMIT,
+    block_rows: int = 1024,
+) -> Finished:
+    """Turn `store` and its committed parts into the new `store`, then delete the parts.
+
+    present: path -> sha256 of every image now in the folder; records of other paths or
+        other contents are dropped. None keeps everything.
+    refresh: newer label, split and stat of kept rows whose content is unchanged.
+    The result is one file sorted by path (a new store, or one that stays within
+    `single_file_limit` bytes of rows), else the old shards plus one new shard of the new
+    rows. Memory: one block of `block_rows` rows. Idempotent.
+    """
+    store = Path(store)
+    files = store_files(store)
+    records = read_records(files, identity)
+    kept = {p: r for p, r in records.items() if present is None or present.get(p) == r.sha256}
+    dropped = len(records) - len(kept)
+    refresh = refresh or {}
+    for path, entry in refresh.items():
+        if path in kept:
+            kept[path] = refreshed(kept[path], entry)
+    stored = sorted(p for p, r in kept.items() if r.row is not None)
+    skipped = sorted(_skipped(p, r) for p, r in kept.items() if r.row is None)
+    row_bytes = _row_bytes(files, identity)
+    virtual = store.exists() and _is_virtual(store)
+    if not virtual and (not store.exists() or len(stored) * row_bytes <= single_file_limit):
+        write_rows_file(store, files, [(p, kept[p]) for p in stored], identity=identity,
+                        classes=classes, skipped=skipped, attrs=attrs, compression=compression,
+                        given_splits=given_splits, block_rows=block_rows)
+        shards = 0
+    else:
+        new = [(p, kept[p]) for p in stored if kept[p].source != 0]
+        base = None if virtual else as_shard(store, next_generation(store))
+        new_shard = shard_path(store, next_generation(store), 0, 1)
+        if new:
+            shards_dir(store).mkdir(exist_ok=True)
+            write_rows_file(new_shard, files, new, identity=identity, classes=classes,
+                            attrs={**attrs, "complete": True}, compression=compression,
+                            given_splits=given_splits, block_rows=block_rows)
+
+        def keep(path: str, row: int) -> bool:
+            record = kept.get(path)
+            return record is not None and record.source == 0 and record.row == row
+
+        shards = stitch(store, keep_old=keep, new_shards=[new_shard] if new else [],
+                        identity=identity, classes=classes, skipped=skipped, attrs=attrs,
+                        given_splits=given_splits, refresh=refresh, base_shard=base)
+    for part in part_files(store):
+        part.unlink()
+    with contextlib.suppress(OSError):
+        parts_dir(store).rmdir()
+    remove_unreferenced_shards(store)
+    return Finished(len(stored), len(skipped), dropped, shards)
+
+
+def refreshed(record: Record, entry: Entry) -> Record:
+    """`record` with the label, split and stat of `entry` (same content, newer metadata)."""
+    return replace(record, label=entry.label, split=entry.split, size=entry.size,
+                   mtime_ns=entry.mtime_ns)
+
+
+def _skipped(path: str, record: Record) -> schema.Skipped:
+    return schema.Skipped(path, record.reason or "", record.sha256, record.size, record.mtime_ns)
+
+
+def _row_bytes(files: Sequence[Path], identity: schema.Identity) -> int:
+    dims = set()
+    for file in files:
+        with open_h5(file) as handle:
+            features = handle[schema.FEATURES]
+            if features.shape[0]:
+                dims.add(features.shape[1])
+    if len(dims) > 1:
+        raise StoreError(f"'{files[0]}' and its parts disagree on the feature size: "
+                         f"{sorted(dims)}.")
+    return (dims.pop() if dims else 1) * np.dtype(identity.dtype).itemsize
+
+
+def _is_virtual(store: Path) -> bool:
+    with open_h5(store) as handle:
+        return handle[schema.FEATURES].is_virtual
+
+
+def write_rows_file(target: Path, files: Sequence[Path], rows: Sequence[tuple[str, Record]], *,
+                    identity: schema.Identity, classes: Sequence[str],
+                    skipped: Sequence[schema.Skipped] = (), attrs: dict,
+                    compression: str = "none", given_splits: bool = False,
+                    block_rows: int = 1024) -> None:
+    """Copy `rows` ((path, record) in target order, records index into `files`) into one file."""
+    handles = [open_h5(f) for f in files]
+    try:
+        sources = [h[schema.FEATURES] for h in handles]
+        dims = {s.shape[1] for s in sources if s.shape[0]}
+        dim = dims.pop() if dims else (sources[0].shape[1] if sources else 1)
+        itemsize = np.dtype(identity.dtype).itemsize
+        with atomic_store(target, expected_bytes=len(rows) * dim * itemsize) as out:
+            dataset = create_layout(out, n_rows=len(rows), dim=dim, identity=identity,
+                                    compression=compression)
+            for start in range(0, len(rows), block_rows):
+                block = [record for _, record in rows[start:start + block_rows]]
+                dataset[start:start + len(block)] = _gather(sources, block, dim, identity.dtype)
+            write_index(out, classes=classes, skipped=skipped,
+                        **index_columns([r.entry(p) for p, r in rows], given_splits=given_splits))
+            out.attrs.update(attrs)
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+def _gather(sources: list, block: list[Record], dim: int, dtype: str) -> np.ndarray:
+    """Rows for `block` in order, reading each source in contiguous runs."""
+    out = np.empty((len(block), dim), dtype=dtype)
+    by_source: dict[int, list[tuple[int, int]]] = {}
+    for position, record in enumerate(block):
+        by_source.setdefault(record.source, []).append((position, record.row))
+    for source, pairs in by_source.items():
+        positions, rows = (np.array(col) for col in zip(*pairs, strict=True))
+        out[positions] = read_rows(sources[source], rows)
+    return out
+
+
+# ---- the virtual (sharded) layout -----------------------------------------------------
+
+@dataclass
+class RowSources:
+    """Where each row of a store lives: files[file_ids[i]] row src_rows[i]."""
+
+    files: list[Path]  # absolute
+    file_ids: np.ndarray  # int32 (n,)
+    src_rows: np.ndarray  # int64 (n,)
+
+
+def row_sources(store: Path) -> RowSources:
+    """The shard file and row of every row of `store` (a one-file store is its own source)."""
+    with open_h5(store) as handle:
+        dataset = handle[schema.FEATURES]
+        n = dataset.shape[0]
+        if not dataset.is_virtual:
+            return RowSources([store.resolve()], np.zeros(n, np.int32), np.arange(n))
+        files: dict[str, int] = {}
+        file_ids = np.full(n, -1, np.int32)
+        src_rows = np.full(n, -1, np.int64)
+        for mapping in dataset.virtual_sources():
+            (t0, _), (t1, _) = mapping.vspace.get_select_bounds()
+            (s0, _), (s1, _) = mapping.src_space.get_select_bounds()
+            name = str((store.parent / mapping.file_name).resolve())
+            file_ids[t0:t1 + 1] = files.setdefault(name, len(files))
+            src_rows[t0:t1 + 1] = np.arange(s0, s1 + 1)
+    if (file_ids < 0).any():
+        raise StoreError(f"'{store}': {int((file_ids < 0).sum())} rows map to no shard file; "
+                         "the store is damaged, run `merge-features --copy` on a backup.")
+    return RowSources([Path(f) for f in files], file_ids, src_rows)
+
+
+def as_shard(store: Path, generation: int) -> Path:
+    """Give a one-file store's rows a shard name (a hard link: no copy where possible).
+
+    The store itself is untouched until a new top file replaces it.
+    """
+    target = shard_path(store, generation, 0, 1)
+    shards_dir(store).mkdir(exist_ok=True)
+    if not target.exists():
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            os.link(store, tmp)
+        except OSError:  # no hard links here (another file system, some network mounts)
+            shutil.copyfile(store, tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def stitch(store: Path, *, keep_old: Callable[[str, int], bool], new_shards: Sequence[Path],
+           identity: schema.Identity, classes: Sequence[str],
+           skipped: Sequence[schema.Skipped], attrs: dict, given_splits: bool = False,
+           refresh: dict[str, Entry] | None = None, base_shard: Path | None = None) -> int:
+    """Write `store` as a virtual dataset: its old rows that `keep_old(path, row)`, then the
+    rows of each file in `new_shards` in order. Copies no row. Returns the shard count.
+
+    refresh: newer label, split and stat for kept old rows (by path).
+    base_shard: for a one-file store, the shard name its rows already have (see as_shard).
+    Raises StoreError when a new shard was made by another pipeline.
+    """
+    store = Path(store)
+    segments: list[tuple[RowSources, np.ndarray]] = []
+    entries: list[Entry] = []
+    if store.exists():
+        with open_h5(store) as handle:
+            old = read_index(handle)
+            virtual = handle[schema.FEATURES].is_virtual
+        sources = row_sources(store)
+        if not virtual:  # the one file becomes the first shard
+            sources.files = [base_shard or as_shard(store, next_generation(store))]
+        records = read_records([store])
+        refresh = refresh or {}
+        keep = np.array([keep_old(p, i) for i, p in enumerate(old.paths)], dtype=bool)
+        segments.append((sources, np.flatnonzero(keep)))
+        for i in np.flatnonzero(keep):
+            path = old.paths[i]
+            record = records[path]
+            if path in refresh:
+                record = refreshed(record, refresh[path])
+            entries.append(record.entry(path))
+    for shard in new_shards:
+        records = read_records([shard], identity)
+        with open_h5(shard) as handle:
+            paths = read_index(handle).paths
+        sources = RowSources([shard.resolve()], np.zeros(len(paths), np.int32),
+                             np.arange(len(paths)))
+        segments.append((sources, np.arange(len(paths))))
+        entries += [records[p].entry(p) for p in paths]
+    write_virtual(store, segments, entries, identity=identity, classes=classes,
+                  skipped=skipped, attrs=attrs, given_splits=given_splits)
+    with open_h5(store) as handle:
+        return len(shard_files(handle[schema.FEATURES], store))
+
+
+def write_virtual(store: Path, segments: Sequence[tuple[RowSources, np.ndarray]],
+                  entries: Sequence[Entry], *, identity: schema.Identity,
+                  classes: Sequence[str], skipped: Sequence[schema.Skipped], attrs: dict,
+                  given_splits: bool = False) -> None:
+    """The top file: an index of `entries` and a virtual `features` mapping, in order, the
+    rows `selected` of each segment's sources. Contiguous rows become one mapping."""
+    shapes: dict[Path, tuple[int, int]] = {}
+    runs: list[tuple[Path, int, int]] = []  # (file, first source row, row count)
+    for sources, selected in segments:
+        files = sources.file_ids[selected]
+        rows = sources.src_rows[selected]
+        breaks = np.flatnonzero((np.diff(files) != 0) | (np.diff(rows) != 1)) + 1
+        for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+            if stop > start:
+                runs.append((sources.files[files[start]], int(rows[start]), int(stop - start)))
+    for file, _, _ in runs:
+        if file not in shapes:
+            with open_h5(file) as handle:
+                shapes[file] = handle[schema.FEATURES].shape
+    n = sum(count for _, _, count in runs)
+    if n != len(entries):
+        raise AssertionError(f"{n} mapped rows for {len(entries)} index entries")
+    dim = next(iter(shapes.values()))[1] if shapes else 1
+    layout = h5py.VirtualLayout(shape=(n, dim), dtype=identity.dtype, maxshape=(n, dim))
+    position = 0
+    for file, first, count in runs:
+        relative = os.path.relpath(file, store.parent.resolve())
+        source = h5py.VirtualSource(relative, schema.FEATURES, shape=shapes[file],
+                                    dtype=identity.dtype)
+        layout[position:position + count] = source[first:first + count]
+        position += count
+    with atomic_store(store, expected_bytes=1 << 16) as out:
+        out.create_virtual_dataset(schema.FEATURES, layout, fillvalue=np.nan)
+        out.attrs.update(identity.as_attrs())
+        out.attrs["compression"] = "see shards"
+        write_index(out, classes=classes, skipped=skipped,
+                    **index_columns(entries, given_splits=given_splits))
+        out.attrs.update(attrs)
+
+
+def remove_unreferenced_shards(store: Path) -> list[Path]:
+    """Delete shard files the store no longer reads and no unmerged plan will (with --lock)."""
+    directory = shards_dir(store)
+    if not directory.is_dir():
+        return []
+    referenced: set[str] = set()
+    if Path(store).exists():
+        with open_h5(store) as handle:
+            referenced = {f.resolve().name for f in shard_files(handle[schema.FEATURES], store)}
+    active = {m.group(1) for p in directory.iterdir() if (m := PLAN_PATTERN.search(p.name))}
+    removed = []
+    for path in directory.iterdir():
+        match = SHARD_PATTERN.search(path.name)
+        if (match and path.name == match.group(0) and path.name not in referenced
+                and match.group(1) not in active):
+            path.unlink()
+            removed.append(path)
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+    return removed

@@ -1,0 +1,115 @@
+"""Test helpers shared by several test modules: tiny image folders, synthetic stores, fakes.
+
+Imported as a plain module (`from helpers import ...`); pytest fixtures stay in conftest.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from headstart.features import Identity, write_store
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_PETS = REPO / "examples" / "pets"
+TESTS = Path(__file__).resolve().parent
+IDENTITY = Identity("VGG16", "fc2", "none (seed 0)", 224, "bilinear", "vgg16.preprocess_input",
+                    "float32")
+
+
+# ---- image folders ----------------------------------------------------------------------
+
+def small_pets(root: Path, per_class: int) -> Path:
+    """A folder with the first `per_class` sample photos of each class."""
+    for cls in ("Cat", "Dog"):
+        (root / cls).mkdir(parents=True)
+        for src in sorted((SAMPLE_PETS / cls).glob("*.jpg"))[:per_class]:
+            shutil.copy(src, root / cls / src.name)
+    return root
+
+
+def write_image(path: Path, size=(40, 30), color=(200, 30, 30), mode="RGB", fmt=None,
+                **save) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path, format=fmt, **save)
+    return path
+
+
+def many_images(root: Path, count: int) -> Path:
+    """`count` real photo files (copies of the samples), alternating between Cat/ and Dog/."""
+    cats, dogs = (sorted((SAMPLE_PETS / cls).glob("*.jpg")) for cls in ("Cat", "Dog"))
+    sources = [photo for pair in zip(cats, dogs, strict=False) for photo in pair]
+    for i in range(count):
+        src = sources[i % len(sources)]
+        dst = root / src.parent.name / f"{i:04d}.jpg"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    return root
+
+
+# ---- rows and stores --------------------------------------------------------------------
+
+def random_rows(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, dim), dtype=np.float32)
+
+
+def make_store(path: Path, X: np.ndarray, y: np.ndarray, *, classes: list[str] | None = None,
+               identity: Identity = IDENTITY, attrs: dict | None = None,
+               first_hash: int = 0) -> Path:
+    """A complete store: row i is image f"{class}/{i:05d}.jpg" with content hash first_hash + i."""
+    classes = classes or [f"class{c}" for c in range(int(y.max()) + 1)]
+    paths = [f"{classes[label]}/{i:05d}.jpg" for i, label in enumerate(y)]
+    hashes = ["%064x" % (first_hash + i) for i in range(len(y))]
+    return write_store(path, features=X, paths=paths, hashes=hashes, classes=classes,
+                       identity=identity, attrs={"complete": True, "seed": 0, **(attrs or {})})
+
+
+def separable(n: int = 400, dim: int = 32, n_classes: int = 2, seed: int = 0):
+    """Well-separated classes: any sound head reaches ~100% test accuracy."""
+    from sklearn.datasets import make_classification  # imported here: child processes of
+    # the fault tests import this module and must start fast
+
+    X, y = make_classification(n_samples=n, n_features=dim, n_informative=min(dim, 8),
+                               n_redundant=0, n_classes=n_classes, n_clusters_per_class=1,
+                               class_sep=4.0, random_state=seed)
+    return X.astype(np.float32), y
+
+
+def random_labels(n: int = 1000, dim: int = 64, seed: int = 0):
+    """fc2-like rows (non-negative, about half zeros) whose labels carry no information."""
+    rng = np.random.default_rng(seed)
+    X = np.maximum(rng.standard_normal((n, dim), dtype=np.float32), 0)
+    return X, rng.integers(0, 2, n)
+
+
+# ---- fakes ------------------------------------------------------------------------------
+
+class FakeBackbone:
+    """A stand-in for VGG16 that makes deterministic rows from pixels in microseconds.
+
+    It exercises everything around the model (planning, decoding, committing, resuming)
+    at hundreds of images per second, so fault tests can interrupt many runs. Its rows
+    are exact functions of the pixels, so any lost, doubled or misplaced row shows.
+    """
+
+    replicas = 1
+
+    def __init__(self, delay_s: float = 0.0, identity: Identity | None = None):
+        from headstart.extract.backbone import pipeline_identity
+
+        self.identity = identity or pipeline_identity("none (seed 0)")
+        self.delay_s = delay_s
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay_s)
+        flat = pixels.reshape(len(pixels), -1)[:, :4096].astype(np.float32)
+        return flat * 0.5 + 1.0
+
+
+def fake_backbone_factory(spec=None, **kwargs) -> FakeBackbone:
+    """What `headstart.extract.runner.Backbone` is replaced with in child processes."""
+    return FakeBackbone()
