@@ -145,7 +145,7 @@ def bench_e2e(backbone, work: Path, pets_count: int, large_count: int, batch_siz
                           make_large_photos(work / "large", large_count))):
         before = ceiling()
         summary = extract_features(folder, work / f"{len(result)}.h5", weights="none",
-                                   batch_size=batch_size, backbone=backbone, progress=False,
+                                   batch_size=batch_size, model=backbone, progress=False,
                                    log=lambda line: None)
         around = (before + ceiling()) / 2
         result[name] = {"images": summary.added, "images_per_s": summary.images_per_s,

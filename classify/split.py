@@ -118,12 +118,16 @@ def check_split(
             f"Class '{name}' has only {total} images in '{source}' and {rule} puts none in "
             f"{' or '.join(missing)}; {advice}"
         )
-    parts = [f"'{name}' ({sum(counts[name].values())} images, none in {' or '.join(missing)})"
+    parts = [f"'{name}' ({_images(sum(counts[name].values()))}, none in {' or '.join(missing)})"
              for name, missing in short.items()]
     raise ClassifyError(
         f"Classes {', '.join(parts[:-1])} and {parts[-1]} have too few images in '{source}' "
         f"for {rule}; {advice}"
     )
+
+
+def _images(n: int) -> str:
+    return f"{n} image" + ("" if n == 1 else "s")
 
 
 def _names(names: Sequence[str]) -> str:

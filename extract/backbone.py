@@ -122,13 +122,15 @@ def _precision_policy(precision: str):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def build_application(keras, info: BackboneInfo, spec: WeightsSpec, *, include_top: bool):
-    """keras.applications.<info.name>(include_top=...) with the requested weights.
+def build_application(keras, info: BackboneInfo, spec: WeightsSpec, *, include_top: bool,
+                      pooling: str | None = None):
+    """keras.applications.<info.name>(include_top=..., pooling=...) with the requested weights.
 
     Raises WeightsError when the ImageNet download fails or a weights file does not fit.
     """
     builder = getattr(keras.applications, info.name)
-    shape = {} if include_top else {"input_shape": (info.input_size, info.input_size, 3)}
+    shape = {} if include_top else {"input_shape": (info.input_size, info.input_size, 3),
+                                    "pooling": pooling}
     if spec.source == "none":
         keras.utils.set_random_seed(spec.seed)
         return builder(weights=None, include_top=include_top, **shape)
@@ -156,9 +158,13 @@ def _feature_output(keras, info: BackboneInfo, spec: WeightsSpec, layer: str | N
     """(model from preprocessed pixels to the layer's raw output, include_top used)."""
     layer = layer or info.layer
     if layer == info.layer:
-        base = build_application(keras, info, spec, include_top=info.top)
-        output = base.get_layer(layer).output if info.top else base.output
-        return keras.Model(base.input, output), info.top
+        if info.top:  # VGG's fc2
+            base = build_application(keras, info, spec, include_top=True)
+            return keras.Model(base.input, base.get_layer(layer).output), True
+        # Keras' own linear-probe feature; for ConvNeXt its LayerNorm follows the pooling,
+        # so pooling the unpooled output would not give the same rows.
+        base = build_application(keras, info, spec, include_top=False, pooling="avg")
+        return keras.Model(base.input, base.output), False
     for include_top in (False, True):
         base = build_application(keras, info, spec, include_top=include_top)
         names = [lay.name for lay in base.layers]

@@ -345,22 +345,22 @@ def _nfc_clashes(classes: list[str]) -> list[str]:
 def _presplit_problem(root: Path, top: list[os.DirEntry], splits: list[os.DirEntry]) -> str | None:
     """Why split-named folders do not form a pre-split layout (None when they do)."""
     names = ", ".join(f"{e.name}/" for e in splits)
-    others = [e.name for e in top if e.name.lower() not in SPLIT_NAMES]
-    if others:
-        return (f"'{root}' mixes split folders ({names}) with other folders "
-                f"({', '.join(o + '/' for o in others)}); each is taken as a class. For a "
-                f"pre-split layout keep only {names} at the top, each holding class folders.")
     for entry in splits:
         direct = [e.name for e in os.scandir(entry.path) if e.is_file() and is_image_name(e.name)]
         if direct or not _subfolders(Path(entry.path)):
             found = f"{len(direct):,} images directly inside" if direct else "no class folders"
             return (
                 f"'{root}' has split folders ({names}) but '{entry.name}/' holds {found}, not "
-                f"class folders, so each split folder is taken as a class. For flat folders "
+                f"class folders, so each top folder is taken as a class. For flat folders "
                 f"like Kaggle's dogs-vs-cats run `extract-features {root / entry.name} "
                 rf"--labels-from-name '^(cat|dog)\.'` (or --labels CSV), or --unlabelled "
                 "for a folder to predict."
             )
+    others = [e.name for e in top if e.name.lower() not in SPLIT_NAMES]
+    if others:
+        return (f"'{root}' mixes split folders ({names}) with other folders "
+                f"({', '.join(o + '/' for o in others)}); each is taken as a class. For a "
+                f"pre-split layout keep only {names} at the top, each holding class folders.")
     return None
 
 
@@ -468,19 +468,13 @@ def _with_csv_labels(root: Path, spec: LabelSpec) -> Catalog:
             labels[matches[0]] = label
     unlabelled = [p for p in walk.found if p not in labels]
     name = Path(spec.csv).name
-    notices = []
-    if unlabelled:
-        notices.append(f"{len(unlabelled):,} images have no row in '{name}', left out: "
-                       f"{_listed(unlabelled)}")
-    if missing:
-        notices.append(f"{len(missing):,} rows of '{name}' name files not found under '{root}': "
-                       f"{_listed(missing)}")
-    if ambiguous:
-        notices.append(f"{len(ambiguous):,} rows of '{name}' match several files (give paths "
-                       f"relative to the folder instead): {_listed(ambiguous)}")
-    if conflicting:
-        notices.append(f"{len(conflicting):,} files get two different labels in '{name}'; the "
-                       f"first is used: {_listed(conflicting)}")
+    notices = [f"{len(names):,} {what}: {_listed(names)}" for names, what in (
+        (unlabelled, f"images have no row in '{name}', left out"),
+        (missing, f"rows of '{name}' name files not found under '{root}'"),
+        (ambiguous, f"rows of '{name}' match several files (give paths relative to the "
+                    "folder instead)"),
+        (conflicting, f"files get two different labels in '{name}'; the first is used"),
+    ) if names]
     if not labels:
         raise LabelsError(
             f"No image under '{root}' has a label in '{spec.csv}' (column '{file_col}' holds "

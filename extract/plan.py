@@ -64,7 +64,8 @@ def plan_work(catalog: Catalog, records: dict[str, Record], *,
         elif not verify and record.size >= 0 and (record.size, record.mtime_ns) == (
                 entry.size, entry.mtime_ns):
             present[path] = record.sha256
-            if (record.label, record.split) != (entry.label, entry.split):
+            if record.row is not None and (record.label, record.split) != (entry.label,
+                                                                          entry.split):
                 refresh[path] = entry._replace(sha256=record.sha256)
         else:
             to_hash.append(path)
@@ -74,7 +75,12 @@ def plan_work(catalog: Catalog, records: dict[str, Record], *,
         record, entry = records[path], catalog_entry(catalog, path)
         if hashes.get(path) and hashes[path] == record.sha256:
             present[path] = record.sha256
-            refresh[path] = entry._replace(sha256=record.sha256)
+            known = (record.size, record.mtime_ns) + (
+                (record.label, record.split) if record.row is not None else (None, ""))
+            wanted = (entry.size, entry.mtime_ns) + (
+                (entry.label, entry.split) if record.row is not None else (None, ""))
+            if known != wanted:
+                refresh[path] = entry._replace(sha256=record.sha256)
         else:
             changed.append(path)
             todo.append(entry)

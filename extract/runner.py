@@ -133,6 +133,7 @@ class Summary:
     shards: int = 0  # shard files the store spans (0: one file)
     shard: str | None = None  # "I/N" for a shard worker
     hashed: int = 0  # files hashed to check for changes
+    workers: list = field(default_factory=list)  # Ray: each actor's pid, GPUs and shards
 
 
 def extract_features(directory: str | Path, output: str | Path = "features.h5", *,
@@ -148,7 +149,7 @@ def extract_features(directory: str | Path, output: str | Path = "features.h5", 
     StoreBusyError; Interrupted after a Ctrl-C (everything computed is committed).
     """
     job = Job.checked(directory, output, **options)
-    log = log or _log_above_progress_bar
+    log = log or log_above_progress_bar
     if shard is not None:
         return run_shard(job, *shard, model=model, log=log)
     return run(job, model=model, log=log)
@@ -160,7 +161,7 @@ def run(job: Job, *, model=None, log: Callable[[str], None] = print) -> Summary:
     catalog = scan(job.directory, job.labels)
     _check_output(job.output)
     spec = job.weights_spec()
-    identity = _matching_identity(job, spec, model)
+    identity = matching_identity(job, spec, model)
     _report_catalog(catalog, log)
     with exclusive_lock(job.output):
         remove_stale_temporaries(job.output)
@@ -203,10 +204,10 @@ def run_shard(job: Job, index: int, count: int, *, model=None,
         raise UsageError(f"--shard {index}/{count}: the index must run from 0 to {count - 1}.")
     _check_output(job.output)
     spec = job.weights_spec()
-    identity = _matching_identity(job, spec, model)
+    identity = matching_identity(job, spec, model)
     plan = ensure_plan(job, count, spec, identity, log)
     if plan is None:
-        return _store_summary(job, started, up_to_date=True, shard=f"{index}/{count}")
+        return store_summary(job, started, up_to_date=True, shard=f"{index}/{count}")
     target = plan.shard(job.output, index)
     with exclusive_lock(target):
         remove_stale_temporaries(target)
@@ -215,7 +216,7 @@ def run_shard(job: Job, index: int, count: int, *, model=None,
         todo = [entry for entry in plan.slice(index) if entry.path not in records]
         complete = target.exists() and not part_files(target) and _complete(target)
         if complete and not todo:
-            return _store_summary(job, started, up_to_date=True, shard=f"{index}/{count}",
+            return store_summary(job, started, up_to_date=True, shard=f"{index}/{count}",
                                   store=target)
         loop = None
         if todo:
@@ -234,7 +235,7 @@ def run_shard(job: Job, index: int, count: int, *, model=None,
                            "generation": plan.generation},
                     compression=job.compression, given_splits=plan.given_splits,
                     single_file_limit=1 << 62)
-        summary = _store_summary(job, started, shard=f"{index}/{count}", store=target)
+        summary = store_summary(job, started, shard=f"{index}/{count}", store=target)
         if loop:
             summary.added, summary.skipped_now = loop.added, loop.skipped
             summary.images_per_s = (loop.added + loop.skipped) / max(summary.elapsed_s, 1e-9)
@@ -285,7 +286,7 @@ def _complete(path: Path) -> bool:
         return store.complete
 
 
-def _matching_identity(job: Job, spec: WeightsSpec, model) -> schema.Identity:
+def matching_identity(job: Job, spec: WeightsSpec, model) -> schema.Identity:
     identity = job.identity(spec)
     if model is not None and model.identity != identity:
         raise UsageError("the backbone given makes other rows: "
@@ -338,7 +339,7 @@ def _report_catalog(catalog: Catalog, log: Callable[[str], None]) -> None:
         log(f"ignored {path}: {why}")
 
 
-def _log_above_progress_bar(line: str) -> None:
+def log_above_progress_bar(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
 
 
@@ -404,7 +405,7 @@ def _provenance(job: Job, catalog: Catalog, spec: WeightsSpec) -> dict:
 
 def _summary(job: Job, catalog: Catalog, started: float, *, loop: LoopResult | None = None,
              dropped: int = 0, up_to_date: bool = False, hashed: int = 0) -> Summary:
-    summary = _store_summary(job, started, up_to_date=up_to_date)
+    summary = store_summary(job, started, up_to_date=up_to_date)
     summary.ignored, summary.notices = catalog.ignored, catalog.notices
     summary.left_out, summary.dropped, summary.hashed = catalog.left_out, dropped, hashed
     if loop is not None:
@@ -413,7 +414,7 @@ def _summary(job: Job, catalog: Catalog, started: float, *, loop: LoopResult | N
     return summary
 
 
-def _store_summary(job: Job, started: float, *, up_to_date: bool = False,
+def store_summary(job: Job, started: float, *, up_to_date: bool = False,
                    shard: str | None = None, store: Path | None = None) -> Summary:
     store = store or job.output
     with open_store(store) as opened:

@@ -325,10 +325,12 @@ def write_virtual(store: Path, segments: Sequence[tuple[RowSources, np.ndarray]]
         for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
             if stop > start:
                 runs.append((sources.files[files[start]], int(rows[start]), int(stop - start)))
+    compression = "none"
     for file, _, _ in runs:
         if file not in shapes:
             with open_h5(file) as handle:
                 shapes[file] = handle[schema.FEATURES].shape
+                compression = str(handle.attrs.get("compression", compression))
     n = sum(count for _, _, count in runs)
     if n != len(entries):
         raise AssertionError(f"{n} mapped rows for {len(entries)} index entries")
@@ -344,7 +346,7 @@ def write_virtual(store: Path, segments: Sequence[tuple[RowSources, np.ndarray]]
     with atomic_store(store, expected_bytes=1 << 16) as out:
         out.create_virtual_dataset(schema.FEATURES, layout, fillvalue=np.nan)
         out.attrs.update(identity.as_attrs())
-        out.attrs["compression"] = "see shards"
+        out.attrs["compression"] = compression  # of the shards: the top file holds no rows
         write_index(out, classes=classes, skipped=skipped,
                     **index_columns(entries, given_splits=given_splits))
         out.attrs.update(attrs)

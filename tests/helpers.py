@@ -111,5 +111,49 @@ class FakeBackbone:
 
 
 def fake_backbone_factory(spec=None, **kwargs) -> FakeBackbone:
-    """What `headstart.extract.runner.Backbone` is replaced with in child processes."""
+    """A backbone factory for Ray workers (extract_with_ray's model_factory)."""
     return FakeBackbone()
+
+
+class DyingBackbone(FakeBackbone):
+    """Kills its own process (SIGKILL, as an OOM-killer would) on its `after`-th batch,
+    once: the first process to get there creates `marker`, later ones run normally."""
+
+    def __init__(self, marker: str, after: int = 2, delay_s: float = 0.0):
+        super().__init__(delay_s=delay_s)
+        self.marker, self.after, self.batches = marker, after, 0
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        import os
+        import signal
+
+        self.batches += 1
+        if self.batches == self.after and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().embed(pixels)
+
+
+def dying_backbone_factory(spec=None, *, marker: str, **kwargs) -> DyingBackbone:
+    return DyingBackbone(marker)
+
+
+# The real extract-features command line in a child process, with the fake backbone
+# (delay in seconds per batch from HEADSTART_FAKE_DELAY) swapped in for speed.
+FAKE_CLI = f"""
+import os, sys
+sys.path.insert(0, {str(TESTS)!r})
+from helpers import FakeBackbone
+import headstart.extract.runner as runner
+delay = float(os.environ.get("HEADSTART_FAKE_DELAY", "0"))
+runner.Backbone = lambda spec, **kw: FakeBackbone(delay_s=delay)
+from headstart.extract.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def fake_cli(*args) -> list[str]:
+    """argv for a child `extract-features` with the fake backbone."""
+    import sys
+
+    return [sys.executable, "-c", FAKE_CLI, *map(str, args)]

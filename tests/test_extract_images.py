@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -182,3 +183,88 @@ def test_decompression_bombs_are_refused_before_decoding(monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 50 * 50)
     with pytest.raises(UnreadableImageError, match="exceeds the 2,500-pixel limit"):
         decode_pixels(encode(Image.new("RGB", (60, 60))))
+
+
+# ---- EXIF orientation with a damaged neighbour tag -------------------------------------
+
+def exif_with_broken_neighbour(orientation: int) -> bytes:
+    """Big-endian EXIF IFD0: Orientation (SHORT) and XResolution as SRATIONAL -1/0.
+
+    Pillow's ImageOps.exif_transpose raises struct.error on such a block.
+    """
+    import struct
+
+    header = b"MM\x00*" + struct.pack(">I", 8)
+    count = struct.pack(">H", 2)
+    data_offset = 8 + 2 + 2 * 12 + 4
+    orientation_entry = struct.pack(">HHI", 0x0112, 3, 1) + struct.pack(">HH", orientation, 0)
+    resolution_entry = struct.pack(">HHI", 0x011A, 10, 1) + struct.pack(">I", data_offset)
+    return (b"Exif\x00\x00" + header + count + orientation_entry + resolution_entry
+            + struct.pack(">I", 0) + struct.pack(">ii", -1, 0))
+
+
+# The stored pixels that display as the upright image for each orientation (the inverse
+# of the transpose a viewer applies).
+STORED = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+          4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+          6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_270}
+
+
+def asymmetric(width: int, height: int) -> Image.Image:
+    """Four distinct quadrants: any rotation or flip changes the picture."""
+    image = Image.new("RGB", (width, height), (250, 250, 250))
+    image.paste((220, 20, 20), (0, 0, width // 2, height // 2))
+    image.paste((20, 20, 220), (width // 2, 0, width, height // 2))
+    image.paste((20, 200, 20), (0, height // 2, width // 2, height))
+    return image
+
+
+@pytest.mark.parametrize("size", [(90, 60), (1200, 800)], ids=["small", "dct-scaled"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_applies_although_another_exif_tag_is_broken(orientation, size):
+    from PIL import ImageOps
+
+    upright = asymmetric(*size)
+    stored = upright if STORED[orientation] is None else upright.transpose(STORED[orientation])
+    data = encode(stored, "JPEG", exif=exif_with_broken_neighbour(orientation), quality=95)
+    if orientation != 1:
+        with Image.open(io.BytesIO(data)) as image, pytest.raises(struct.error):
+            ImageOps.exif_transpose(image)  # the failure this guards against
+    got = decode_pixels(data).astype(np.float32)
+    expected = decode_pixels(encode(upright, "JPEG", quality=95)).astype(np.float32)
+    assert np.abs(got - expected).mean() < 4.0, orientation  # same picture, JPEG noise only
+
+
+def test_a_heic_photo_decodes_through_pillow_heif():
+    photo = asymmetric(64, 48)
+    pixels = decode_pixels(encode(photo, "HEIF", quality=95)).astype(np.float32)
+    expected = np.asarray(photo.resize((224, 224), Image.BILINEAR), np.float32)
+    assert np.abs(pixels - expected).mean() < 6.0  # HEVC is lossy
+
+
+def test_without_pillow_heif_a_heic_file_is_skipped_naming_the_install(tmp_path):
+    """A fresh interpreter where `import pillow_heif` fails, as for users without the extra."""
+    import subprocess
+    import sys
+
+    from helpers import write_image
+
+    write_image(tmp_path / "Cat" / "IMG_0001.HEIC", fmt="HEIF")
+    write_image(tmp_path / "Cat" / "ok.png")
+    code = (
+        "import sys; sys.modules['pillow_heif'] = None\n"
+        "from headstart.extract.decode import decode_one\n"
+        "from headstart.extract.formats import HEIF_AVAILABLE, image_extensions\n"
+        "print(HEIF_AVAILABLE, '.heic' in image_extensions())\n"
+        "print(decode_one('k', sys.argv[1]).reason)\n"
+        "print(decode_one('k', sys.argv[2]).reason)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "Cat" / "IMG_0001.HEIC"),
+                           str(tmp_path / "Cat" / "ok.png")], capture_output=True, text=True,
+                          check=True)
+    available, reason, fine = done.stdout.splitlines()
+    assert available == "False True"
+    assert reason == ('HEIC/HEIF images need the optional package pillow-heif: run '
+                      '`pip install "headstart[heif]"`')
+    assert fine == "None"

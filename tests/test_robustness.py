@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FakeBackbone, many_images, write_image
+from helpers import FakeBackbone, fake_cli, many_images, write_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -149,9 +149,8 @@ def test_disk_full_gives_a_clear_error_and_the_same_command_resumes(chaos_folder
         def restrict():
             resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
     args = [str(folder), "-o", str(small / "f.h5"), "--weights", "none", "--flush-every", "4", "-q"]
-    code = CHILD_CLI.format(tests=str(TESTS))
     try:
-        full = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+        full = subprocess.run(fake_cli(*args), capture_output=True, text=True,
                               preexec_fn=restrict)
         assert full.returncode == EXIT_SYSTEM, full.stderr  # 4: the machine, not the input
         assert ("Ran out of disk space" in full.stderr
@@ -159,7 +158,7 @@ def test_disk_full_gives_a_clear_error_and_the_same_command_resumes(chaos_folder
         assert "Traceback" not in full.stderr and len(full.stderr.strip().splitlines()) <= 3
         if limit == "full-filesystem":  # free space: grow the filesystem
             subprocess.run(["mount", "-o", "remount,size=8m", str(small)], check=True)
-        again = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        again = subprocess.run(fake_cli(*args), capture_output=True, text=True)
         assert again.returncode == 0, again.stderr
         paths, rows, _ = snapshot(small / "f.h5")
         ref_paths, ref_rows, _ = snapshot(reference)
@@ -170,16 +169,6 @@ def test_disk_full_gives_a_clear_error_and_the_same_command_resumes(chaos_folder
             subprocess.run(["umount", "-l", str(small)], check=False)
 
 
-# The real CLI entry point, with the fake backbone swapped in for speed.
-CHILD_CLI = """
-import sys
-sys.path.insert(0, {tests!r})
-from helpers import FakeBackbone
-import headstart.extract.runner as runner
-runner.Backbone = lambda spec, **kw: FakeBackbone()
-from headstart.extract.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def test_output_that_cannot_be_written_is_refused_before_work(tmp_path):

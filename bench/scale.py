@@ -1,0 +1,295 @@
+"""Benchmark scaling out: shards, Ray, virtual-dataset stores, appends and no-op re-runs.
+
+    python bench/scale.py                   # everything (about 30 minutes on 2 CPU cores)
+    python bench/scale.py --quick           # smaller sizes, a few minutes
+    python bench/scale.py --only vds,noop   # some sections
+
+Sections (each a ratio measured within this one run, because absolute numbers on a
+shared machine drift):
+  shards  2 shard processes pinned to 1 core each (taskset) vs 1 process on 2 cores, same
+          photos, merge included (goal: >= 0.9)
+  ray     `--engine ray` (a local Ray it starts itself) vs the plain local path
+  vds     a synthetic store of R x 4096 float32 rows as one file vs stitched over 10, 100
+          and 1,000 shard files: stitch time, full sequential read (goal: >= 0.8 x one file)
+  append  100 new photos appended to stores of 25,000 and 250,000 rows (goal: the same
+          time within 20%), with the store-side part timed separately
+  noop    a re-run of `extract-features` on an unchanged 25,000-image folder (goal: < 2 s)
+Writes bench/results/scale.json and scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import PETS, cli, machine  # noqa: E402 - the shared helpers of bench/run.py
+
+SECTIONS = ("shards", "ray", "vds", "append", "noop")
+
+
+def photos(target: Path, count: int, offset: int = 0) -> Path:
+    """`count` real photos (copies, distinct names) in class folders under `target`."""
+    files = sorted(PETS.rglob("*.jpg"))
+    for i in range(offset, offset + count):
+        src = files[i % len(files)]
+        dst = target / src.parent.name / f"{i:06d}-{src.name}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    return target
+
+
+def wall(command: list[str], **kwargs) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                   **kwargs)
+    return time.perf_counter() - start
+
+
+def bench_shards(work: Path, count: int) -> dict:
+    folder = photos(work / "pets", count)
+    extract = cli("extract-features")
+    common = ["--weights", "none", "-q"]
+    one = wall([extract, str(folder), "-o", str(work / "one.h5"), *common])
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    start = time.perf_counter()
+    workers = [subprocess.Popen(["taskset", "-c", str(i), extract, str(folder), "-o",
+                                 str(work / "two.h5"), "--shard", f"{i}/2", "--workers", "1",
+                                 *common], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE) for i in range(2)]
+    for process in workers:
+        if process.wait() != 0:
+            raise RuntimeError(process.stderr.read().decode())
+    subprocess.run([cli("merge-features"), str(work / "two.h5")], check=True,
+                   stdout=subprocess.DEVNULL)
+    two = time.perf_counter() - start
+    return {"images": count, "one process, 2 cores: s": one,
+            "2 shard processes, 1 core each, with merge: s": two,
+            "throughput ratio (2 shards / 1 process)": one / two}
+
+
+def bench_ray(work: Path, count: int) -> dict:
+    folder = photos(work / "pets-ray", count)
+    extract = cli("extract-features")
+    common = ["--weights", "none", "-q"]
+    local = wall([extract, str(folder), "-o", str(work / "local.h5"), *common])
+    ray = wall([extract, str(folder), "-o", str(work / "ray.h5"), "--engine", "ray", *common])
+    return {"images": count, "local: s": local, "ray (starts a local Ray): s": ray,
+            "throughput ratio (ray / local)": local / ray}
+
+
+def fc2_block(start: int, n: int, dim: int = 4096) -> np.ndarray:
+    rng = np.random.default_rng(start)
+    return np.maximum(rng.standard_normal((n, dim), dtype=np.float32), 0)
+
+
+def write_rows(path: Path, start: int, n: int, *, paths=None, stats=None) -> Path:
+    """A complete store of n fc2-like rows, written block by block (flat memory)."""
+    from headstart.extract.backbone import pipeline_identity
+    from headstart.features.schema import LABEL_SOURCE
+    from headstart.features.store_file import atomic_store, create_layout, write_index
+
+    identity = pipeline_identity("none (seed 0)")
+    paths = paths or [f"a/{i:07d}.jpg" for i in range(start, start + n)]
+    with atomic_store(path, expected_bytes=n * 4096 * 4) as out:
+        dataset = create_layout(out, n_rows=n, dim=4096, identity=identity)
+        for block in range(0, n, 8192):
+            size = min(8192, n - block)
+            dataset[block:block + size] = fc2_block(start + block, size)
+        write_index(out, paths=paths, hashes=[f"{start + i:064x}" for i in range(n)],
+                    classes=["a"], labels=["a"] * n,
+                    sizes=[s[0] for s in stats] if stats else None,
+                    mtimes=[s[1] for s in stats] if stats else None)
+        out.attrs.update({"complete": True, LABEL_SOURCE: "folders"})
+    return path
+
+
+def read_all(path: Path) -> float:
+    """Seconds to read every row in 4,096-row blocks through the reader (after a warm-up)."""
+    from headstart.features import open_store
+
+    def once() -> float:
+        start = time.perf_counter()
+        with open_store(path) as store:
+            for _ in store.iter_chunks(rows=4096):
+                pass
+        return time.perf_counter() - start
+
+    once()
+    return min(once(), once())
+
+
+def bench_vds(work: Path, rows: int, counts: list[int]) -> dict:
+    from headstart.features.reader import read_index
+    from headstart.features.stitch import RowSources, shards_dir, write_virtual
+
+    one = write_rows(work / "one.h5", 0, rows)
+    result = {"rows": rows, "one file": {"read_s": read_all(one)}}
+    from headstart.extract.backbone import pipeline_identity
+    from headstart.features.journal import Entry
+    from headstart.features.reader import open_h5
+
+    identity = pipeline_identity("none (seed 0)")
+    for count in counts:
+        store = work / f"vds{count}.h5"
+        directory = shards_dir(store)
+        directory.mkdir()
+        files, entries = [], []
+        for i in range(count):
+            start, stop = i * rows // count, (i + 1) * rows // count
+            files.append(write_rows(directory / f"g000000-s{i:05d}-of-{count:05d}.h5", start,
+                                    stop - start))
+        begin = time.perf_counter()
+        segments = []
+        for file in files:
+            with open_h5(file) as handle:
+                index = read_index(handle)
+            n = len(index.paths)
+            segments.append((RowSources([file.resolve()], np.zeros(n, np.int32), np.arange(n)),
+                             np.arange(n)))
+            entries += [Entry(p, h, "a") for p, h in zip(index.paths, index.hashes, strict=True)]
+        write_virtual(store, segments, entries, identity=identity, classes=["a"], skipped=[],
+                      attrs={"complete": True})
+        stitch_s = time.perf_counter() - begin
+        read_s = read_all(store)
+        result[f"{count} shards"] = {"stitch_s": stitch_s, "read_s": read_s,
+                                     "read speed vs one file": result["one file"]["read_s"]
+                                     / read_s}
+        shutil.rmtree(directory)
+        store.unlink()
+    one.unlink()
+    return result
+
+
+def tiny_folder(target: Path, count: int) -> tuple[list[str], list[tuple[int, int]]]:
+    """`count` image files (hard links of one small PNG: cheap to make, real to scan)."""
+    from PIL import Image
+
+    base = target.parent / f"{target.name}-base.png"
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(base)
+    (target / "a").mkdir(parents=True)
+    paths = [f"a/{i:07d}.png" for i in range(count)]
+    for path in paths:
+        os.link(base, target / path)
+    info = os.stat(base)
+    return paths, [(info.st_size, info.st_mtime_ns)] * count
+
+
+def bench_append(work: Path, sizes: list[int], new: int) -> dict:
+    from headstart.extract import extract_features
+    from headstart.extract.backbone import pipeline_identity
+
+    result = {}
+    for size in sizes:
+        folder = work / f"folder{size}"
+        paths, stats = tiny_folder(folder, size)
+        store = write_rows(work / f"store{size}.h5", 0, size, paths=paths, stats=stats)
+        noop_s = wall([cli("extract-features"), str(folder), "-o", str(store), "--weights",
+                       "none", "-q"])
+        for i, photo in enumerate(sorted(PETS.rglob("*.jpg"))[:new]):
+            shutil.copy(photo, folder / "a" / f"new-{i:03d}.jpg")
+        append_s = wall([cli("extract-features"), str(folder), "-o", str(store), "--weights",
+                         "none", "-q"])
+        # The store-side part alone: the same append with a backbone that costs nothing.
+        from PIL import Image
+
+        for i in range(new):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(folder / "a" / f"more-{i:03d}.png")
+
+        class Free:
+            identity = pipeline_identity("none (seed 0)")
+
+            def embed(self, pixels):
+                return np.zeros((len(pixels), 4096), np.float32)
+
+        begin = time.perf_counter()
+        extract_features(folder, store, weights="none", model=Free(), progress=False,
+                         log=lambda line: None)
+        store_side_s = time.perf_counter() - begin
+        written = sum(f.stat().st_size for f in store.parent.glob(f"{store.name}.shards/*")
+                      if f.stat().st_nlink == 1 and f.stat().st_size < 50 << 20)
+        result[size] = {"no-op re-run s": noop_s, "append 100 photos s": append_s,
+                        "store side of an append s": store_side_s,
+                        "new shard bytes (MB)": written / 1e6}
+        shutil.rmtree(folder)
+        shutil.rmtree(store.parent / f"{store.name}.shards", ignore_errors=True)
+        store.unlink()
+    first, last = (result[s]["append 100 photos s"] for s in (sizes[0], sizes[-1]))
+    result["ratio (largest / smallest)"] = last / first
+    return result
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    out = [f"Machine: {m['cpu']}, {m['cores']} cores visible, {m['memory_gb']} GB; "
+           f"Python {m['python']}, TensorFlow {m['tensorflow']}.\n"]
+    for key in ("shards", "ray"):
+        if key in report:
+            out += [f"| {key} | value |", "| --- | ---: |"]
+            out += [f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                    for k, v in report[key].items()]
+            out.append("")
+    if "vds" in report:
+        vds = report["vds"]
+        out += [f"| {vds['rows']:,} x 4096 float32 | stitch (s) | full read (s) | read speed "
+                "vs one file |", "| --- | ---: | ---: | ---: |"]
+        for k, v in vds.items():
+            if isinstance(v, dict):
+                out.append(f"| {k} | {v.get('stitch_s', 0):.2f} | {v['read_s']:.2f} | "
+                           f"{v.get('read speed vs one file', 1.0):.2f} |")
+        out.append("")
+    if "append" in report:
+        rows = {k: v for k, v in report["append"].items() if isinstance(v, dict)}
+        columns = list(next(iter(rows.values())))
+        out += ["| store rows | " + " | ".join(columns) + " |", "| ---: |" + " ---: |" * len(
+            columns)]
+        out += [f"| {int(k):,} | " + " | ".join(f"{v[c]:.2f}" for c in columns) + " |"
+                for k, v in rows.items()]
+        out.append(f"\nappend time ratio, largest / smallest store: "
+                   f"{report['append']['ratio (largest / smallest)']:.2f}\n")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--output", default=str(HERE / "results" / "scale.json"))
+    parser.add_argument("--workdir", default=None, help="where to write (default: a temp dir)")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    quick = args.quick
+    report: dict = {"machine": machine()}
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        work = Path(tmp)
+        if "shards" in only:
+            report["shards"] = bench_shards(work / "shards", 100 if quick else 400)
+        if "ray" in only:
+            report["ray"] = bench_ray(work / "ray", 100 if quick else 400)
+        if "vds" in only:
+            (work / "vds").mkdir()
+            report["vds"] = bench_vds(work / "vds", 20_000 if quick else 250_000,
+                                      [10, 100] if quick else [10, 100, 1000])
+        if "append" in only or "noop" in only:
+            (work / "append").mkdir()
+            report["append"] = bench_append(work / "append",
+                                            [2_500, 25_000] if quick else [25_000, 250_000], 100)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2, default=str))
+    output.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
