@@ -335,9 +335,9 @@ def _nfc_clashes(classes: list[str]) -> list[str]:
     for name in classes:
         groups.setdefault(unicodedata.normalize("NFC", name), []).append(name)
     return [
-        f"class folders {' and '.join(repr(n) for n in names)} print the same but are spelt "
-        "with different Unicode code points (NFC vs NFD, e.g. typed on macOS and on Linux); "
-        "they are stored as separate classes: rename one to merge them"
+        f"class folders {' and '.join(ascii(n) for n in names)} print the same ('{names[0]}') "
+        "but are spelt with different Unicode code points (NFC vs NFD, e.g. typed on macOS "
+        "and on Linux); they are stored as separate classes: rename one to merge them"
         for names in groups.values() if len(names) > 1
     ]
 
