@@ -46,7 +46,11 @@ def describe(path: str | Path, *, list_skipped: bool = False) -> str:
 
             identity, attrs = Identity.from_attrs(plan.identity), plan.attrs
         skipped = [(p, r.reason) for p, r in records.items() if r.row is None]
-        lines.append(f"rows: none finished yet; {len(records) - len(skipped)} in parts")
+        if plan is not None:
+            done = sum(s.rows for s in shard_status(path, plan))
+            lines.append(f"rows: none merged yet; {done} in finished shards")
+        else:
+            lines.append(f"rows: none finished yet; {len(records) - len(skipped)} in parts")
         if identity is None:
             raise StoreError(f"No feature store at '{path}': "
                              f"run `extract-features DIR -o {path}` first.")

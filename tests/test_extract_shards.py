@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,75 @@ def test_slurm_shard_from_the_array_variables():
         slurm_shard(slurm_env(3, 2, 3, 7))
     with pytest.raises(UsageError, match="outside the plan's 4 shards"):
         slurm_shard(slurm_env(5, 8), plan_count=4)
+
+
+# A stand-in for Slurm's sbatch: runs an array's tasks side by side with the variables
+# Slurm sets, waits for them (like --dependency=afterok), runs --wrap jobs after.
+FAKE_SBATCH = r'''#!/usr/bin/env python3
+import os, re, subprocess, sys
+args = sys.argv[1:]
+state = os.environ["FAKE_SLURM_STATE"]
+job = len(os.listdir(state)) + 100
+open(os.path.join(state, str(job)), "w").write(" ".join(args))
+array = next((a.split("=", 1)[1] for a in args if a.startswith("--array=")), None)
+wrap = args[args.index("--wrap") + 1] if "--wrap" in args else None
+script = None if wrap else args[-1]
+if array:
+    ids = re.sub(r"%\d+$", "", array)
+    tasks = []
+    for part in ids.split(","):
+        low, _, high = part.partition("-")
+        tasks += list(range(int(low), int(high or low) + 1))
+    log = lambda t: open(os.path.join(state, f"log-{job}-{t}"), "w")  # like --output
+    procs = [subprocess.Popen(["bash", script], stdout=log(t), stderr=subprocess.STDOUT,
+             env={**os.environ, "SLURM_JOB_ID": str(job), "SLURM_ARRAY_JOB_ID": str(job),
+             "SLURM_ARRAY_TASK_ID": str(t), "SLURM_ARRAY_TASK_COUNT": str(len(tasks)),
+             "SLURM_ARRAY_TASK_MIN": str(min(tasks)), "SLURM_ARRAY_TASK_MAX": str(max(tasks))})
+             for t in tasks]
+    if any(p.wait() for p in procs):
+        sys.exit("an array task failed")
+elif wrap:
+    subprocess.run(["bash", "-c", wrap], check=True, stdout=subprocess.DEVNULL)
+print(job)
+'''
+
+
+def test_the_readme_slurm_scripts_run_as_slurm_runs_them(folder, tmp_path):
+    """examples/slurm/submit.sh + extract.sbatch, with sbatch replaced by a stand-in."""
+    import stat
+    import sys
+
+    from helpers import FAKE_CLI, REPO
+
+    folder, reference = folder
+    shims = tmp_path / "venv" / "bin"
+    shims.mkdir(parents=True)
+    (shims / "activate").write_text(f'export PATH="{shims}:$PATH"\n')
+    (shims / "extract-features").write_text(
+        f'#!/bin/bash\nexec {sys.executable} -c {shlex_quote(FAKE_CLI)} "$@"\n')
+    (shims / "merge-features").write_text(
+        f"#!/bin/bash\nexec {Path(sys.executable).with_name('merge-features')} \"$@\"\n")
+    (shims / "sbatch").write_text(FAKE_SBATCH)
+    for tool in ("extract-features", "merge-features", "sbatch"):
+        (shims / tool).chmod((shims / tool).stat().st_mode | stat.S_IEXEC)
+    scripts = tmp_path / "slurm"
+    shutil.copytree(REPO / "examples" / "slurm", scripts)
+    state = tmp_path / "state"
+    state.mkdir()
+    out = tmp_path / "features.h5"
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "FAKE_SLURM_STATE": str(state),
+           "IMAGES": str(folder), "STORE": str(out), "VENV": str(tmp_path / "venv"),
+           "EXTRACT_ARGS": "--weights none --batch-size 2 --flush-every 4"}
+    done = subprocess.run(["bash", str(scripts / "submit.sh"), "3", "2"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    jobs = sorted(p.read_text() for p in state.iterdir() if not p.name.startswith("log-"))
+    assert any("--array=0-2%2" in j for j in jobs)
+    assert any("--dependency=afterok:100" in j for j in jobs), jobs
+    assert_same(out, reference)
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

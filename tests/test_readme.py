@@ -35,3 +35,10 @@ def test_readme_python_examples_run_and_never_import_tensorflow(tmp_path):
                             text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "heads" / "logreg" / "head.json").is_file()
+
+
+def test_the_readme_shows_the_slurm_scripts_that_are_tested():
+    text = README.read_text(encoding="utf-8")
+    for script in ("extract.sbatch", "submit.sh"):
+        body = (README.parent / "examples" / "slurm" / script).read_text(encoding="utf-8")
+        assert f"```bash\n{body}```" in text, f"README's copy of {script} is out of date"
