@@ -35,6 +35,7 @@ from pathlib import Path
 
 from headstart.errors import FolderError, LabelsError, UsageError
 from headstart.extract.formats import image_extensions, is_image_name, left_out_kind
+from headstart.words import count
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "validation",
                "valid": "validation", "validation": "validation", "dev": "validation",
@@ -428,8 +429,8 @@ def _with_name_labels(root: Path, regex: str) -> Catalog:
             unmatched.append(path)
     notices = []
     if unmatched:
-        notices.append(f"{len(unmatched):,} images have names that --labels-from-name "
-                       f"{regex!r} does not match, left out: {_listed(unmatched)}")
+        notices.append(f"left out {count(len(unmatched), 'image')} whose name "
+                       f"--labels-from-name {regex!r} does not match: {_listed(unmatched)}")
     if not labels:
         raise LabelsError(
             f"--labels-from-name {regex!r} matches none of the {len(walk.found):,} image names "
@@ -468,12 +469,13 @@ def _with_csv_labels(root: Path, spec: LabelSpec) -> Catalog:
             labels[matches[0]] = label
     unlabelled = [p for p in walk.found if p not in labels]
     name = Path(spec.csv).name
-    notices = [f"{len(names):,} {what}: {_listed(names)}" for names, what in (
-        (unlabelled, f"images have no row in '{name}', left out"),
-        (missing, f"rows of '{name}' name files not found under '{root}'"),
-        (ambiguous, f"rows of '{name}' match several files (give paths relative to the "
-                    "folder instead)"),
-        (conflicting, f"files get two different labels in '{name}'; the first is used"),
+    notices = [f"{what}: {_listed(names)}" for names, what in (
+        (unlabelled, f"left out {count(len(unlabelled), 'image')} without a row in '{name}'"),
+        (missing, f"{count(len(missing), 'row')} of '{name}' without a file under '{root}'"),
+        (ambiguous, f"{count(len(ambiguous), 'row')} of '{name}' matching several files "
+                    "(give paths relative to the folder instead)"),
+        (conflicting, f"{count(len(conflicting), 'file')} with two different labels in "
+                      f"'{name}' (the first is used)"),
     ) if names]
     if not labels:
         raise LabelsError(

@@ -20,6 +20,7 @@ from headstart.extract.runner import OPTIONS, Summary, extract_features
 from headstart.extract.sharding import parse_shard, slurm_shard
 from headstart.features import schema
 from headstart.options import argument_type
+from headstart.words import count
 
 ENGINES = ("local", "ray")
 
@@ -154,7 +155,8 @@ def _left_out(summary: Summary) -> str | None:
         return None
     total = sum(summary.left_out.values())
     kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary.left_out.most_common())
-    return f"left out {total:,} files that are not images: {kinds}"
+    return f"left out {count(total, 'file')} that {'is' if total == 1 else 'are'} not " \
+        f"{'an image' if total == 1 else 'images'}: {kinds}"
 
 
 def format_summary(summary: Summary) -> str:
@@ -171,10 +173,12 @@ def format_summary(summary: Summary) -> str:
                 + (f" in {summary.shards} shard files" if summary.shards else "")
                 + f"), {summary.added} new this run; classes: {classes}")
     lines = [head]
-    if summary.label_source not in ("folders",):
+    if summary.label_source == "none":
+        lines.append("no labels: an unlabelled store (predict --features scores it)")
+    elif summary.label_source != "folders":
         lines.append(f"labels from {summary.label_source}")
     if summary.skipped:
-        lines.append(f"skipped {len(summary.skipped)} unreadable files "
+        lines.append(f"skipped {count(len(summary.skipped), 'unreadable file')} "
                      f"({summary.skipped_now} this run), recorded in the store under skipped/:")
         lines += [f"  {path}: {reason}" for path, reason in summary.skipped[:20]]
         if len(summary.skipped) > 20:
@@ -182,11 +186,14 @@ def format_summary(summary: Summary) -> str:
     if left_out := _left_out(summary):
         lines.append(left_out)
     if summary.ignored:
-        lines.append(f"ignored {len(summary.ignored)} entries (see the warnings above)")
+        lines.append(f"ignored {count(len(summary.ignored), 'entry', 'entries')} "
+                     "(see the warnings above)")
     if summary.notices:
-        lines.append(f"{len(summary.notices)} warnings about the layout or labels (see above)")
+        lines.append(f"{count(len(summary.notices), 'warning')} about the layout or labels "
+                     "(see above)")
     if summary.dropped:
-        lines.append(f"dropped {summary.dropped} stored rows of files no longer in the folder")
+        lines.append(f"dropped {count(summary.dropped, 'stored row')} of files no longer in "
+                     "the folder")
     if not summary.up_to_date:
         lines.append(f"elapsed {summary.elapsed_s:.1f} s, {summary.images_per_s:.1f} images/s")
     return "\n".join(lines)

@@ -183,8 +183,8 @@ def test_labels_from_a_kaggle_csv_with_ids_without_extension(tmp_path):
     assert catalog.label_source.startswith("csv labels.csv (file column 'id', label column "
                                            "'label') sha256:")
     notices = " | ".join(catalog.notices)
-    assert "1 images have no row in 'labels.csv', left out: '5.jpg'" in notices
-    assert "1 rows of 'labels.csv' name files not found" in notices and "'99'" in notices
+    assert "left out 1 image without a row in 'labels.csv': '5.jpg'" in notices
+    assert "1 row of 'labels.csv' without a file under" in notices and "'99'" in notices
 
 
 def test_csv_without_header_and_with_named_columns(tmp_path):
@@ -214,7 +214,7 @@ def test_labels_from_file_names_kaggle_dogs_vs_cats(tmp_path):
     catalog = scan(tmp_path / "train", LabelSpec(regex=r"^(cat|dog)\."))
     assert catalog.labels == {"cat.0.jpg": "cat", "cat.1.jpg": "cat", "dog.0.jpg": "dog"}
     assert catalog.label_source == r"file names: ^(cat|dog)\."
-    assert any("1 images have names that --labels-from-name" in n and "'readme.png'" in n
+    assert any("left out 1 image whose name --labels-from-name" in n and "'readme.png'" in n
                for n in catalog.notices)
 
 
