@@ -11,10 +11,12 @@ from headstart.extract.backbone import (
     pipeline_identity,
 )
 from headstart.extract.backbones import BACKBONES, BackboneInfo, backbone_info
-from headstart.extract.catalog import Catalog, LabelSpec, find_images, scan
+from headstart.extract.catalog import Catalog, find_images, scan
 from headstart.extract.images import UnreadableImageError, decode_pixels
+from headstart.extract.job import Job, Summary
+from headstart.extract.labels import LabelSpec
 from headstart.extract.loop import Embedded, embed_files
-from headstart.extract.runner import Job, Summary, extract_features
+from headstart.extract.runner import extract_features
 
 __all__ = [
     "BACKBONES", "Backbone", "BackboneInfo", "Catalog", "Embedded", "FolderError", "Job",

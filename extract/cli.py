@@ -15,8 +15,9 @@ from headstart.cli import run_command
 from headstart.errors import UsageError
 from headstart.extract.backbone import PRECISIONS
 from headstart.extract.backbones import DEFAULT_BACKBONE, format_table
-from headstart.extract.catalog import LabelSpec
-from headstart.extract.runner import OPTIONS, Summary, extract_features
+from headstart.extract.job import OPTIONS, Summary
+from headstart.extract.labels import LabelSpec
+from headstart.extract.runner import extract_features
 from headstart.extract.sharding import parse_shard, slurm_shard
 from headstart.features import schema
 from headstart.options import argument_type

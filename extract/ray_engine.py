@@ -26,15 +26,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from headstart.errors import StoreError, missing_extra
-from headstart.extract.runner import (
-    Job,
-    Summary,
-    ensure_plan,
-    log_above_progress_bar,
-    matching_identity,
-    run_shard,
-    store_summary,
-)
+from headstart.extract.job import Job, Summary, matching_identity, store_summary
+from headstart.extract.runner import ensure_plan, log_above_progress_bar, run_shard
 from headstart.features.shards import current_plan, merge_shards, shard_status
 
 

@@ -52,6 +52,6 @@ def backbone_cache():
 @pytest.fixture
 def cached_backbones(monkeypatch, backbone_cache):
     """Make extract_features reuse session-built backbones instead of building its own."""
-    import headstart.extract.runner as runner
+    import headstart.extract.job as job
 
-    monkeypatch.setattr(runner, "Backbone", lambda spec, **kw: backbone_cache(spec, **kw))
+    monkeypatch.setattr(job, "Backbone", lambda spec, **kw: backbone_cache(spec, **kw))

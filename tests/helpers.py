@@ -144,9 +144,9 @@ FAKE_CLI = f"""
 import os, sys
 sys.path.insert(0, {str(TESTS)!r})
 from helpers import FakeBackbone
-import headstart.extract.runner as runner
+import headstart.extract.job as job
 delay = float(os.environ.get("HEADSTART_FAKE_DELAY", "0"))
-runner.Backbone = lambda spec, **kw: FakeBackbone(delay_s=delay)
+job.Backbone = lambda spec, **kw: FakeBackbone(delay_s=delay)
 from headstart.extract.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -10,8 +10,9 @@ from helpers import FakeBackbone, write_image
 
 from headstart.errors import FolderError, LabelsError, UsageError
 from headstart.extract import extract_features
-from headstart.extract.catalog import LabelSpec, scan
+from headstart.extract.catalog import scan
 from headstart.extract.formats import image_extensions
+from headstart.extract.labels import LabelSpec
 from headstart.features import open_store
 
 # ---- formats ------------------------------------------------------------------------------
