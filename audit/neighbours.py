@@ -1,0 +1,189 @@
+"""The one k-nearest-neighbour pass every check of the audit reuses (cosine similarity).
+
+Exact by default: rows are scaled to unit length once, then the similarity matrix is
+computed a block of rows at a time as float32 matrix products (BLAS), and only each
+row's k best are kept, so memory is bounded by one block (about 256 MB), not by n^2.
+The matrix is symmetric, so block i is multiplied with rows i.. only, and each product
+updates both the block's rows and, transposed, the later rows: half the arithmetic.
+A float16 store is converted block by block before the products (a float16 matrix
+product on CPUs is about 200 times slower than a float32 one).
+
+Above about 100,000 rows the exact pass grows with n^2; `faiss_neighbours` (the optional
+`faiss-cpu` package) finds candidates in an IVF index over PCA-reduced rows and
+re-scores them exactly on the full rows, so the similarities it reports are exact and
+only a neighbour the index missed can differ. bench/audit.py measures its recall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from headstart.errors import missing_extra
+
+BLOCK_BYTES = 256 << 20  # one block of similarities: the memory bound of the exact pass
+EXACT_LIMIT = 100_000  # rows above which "auto" uses faiss
+FAISS_DIMS = 256  # PCA dimensions of the faiss index
+FAISS_TRAIN_ROWS = 50_000  # rows sampled to train the PCA and the IVF centroids
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Each row's k nearest other rows by cosine similarity, nearest first.
+
+    indices: int64, shape (n, k); -1 where a store has fewer than k + 1 rows.
+    cosine: float32, shape (n, k), in [-1, 1], descending along each row (-inf with -1).
+    method: how they were found, for the report ("exact", or the faiss settings).
+    """
+
+    indices: np.ndarray
+    cosine: np.ndarray
+    method: str
+
+    @property
+    def k(self) -> int:
+        return int(self.indices.shape[1])
+
+    @property
+    def distance(self) -> np.ndarray:
+        """Cosine distance 1 - cosine, float32, shape (n, k)."""
+        return 1.0 - self.cosine
+
+
+def unit_rows(features, block: int = 4096) -> np.ndarray:
+    """float32 copy of `features` (array or h5py dataset, shape (n, dim)) with unit-length rows.
+
+    Read and converted `block` rows at a time, so a float16 store never takes part in a
+    matrix product. An all-zero row stays zero (cosine 0 to every row).
+    """
+    n, dim = features.shape
+    unit = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, block):
+        rows = np.asarray(features[start:start + block], dtype=np.float32)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        unit[start:start + len(rows)] = rows / np.where(norms > 0, norms, 1.0)
+    return unit
+
+
+def _merge(best_cos: np.ndarray, best_idx: np.ndarray, rows: slice, candidates: np.ndarray,
+           offset: int) -> None:
+    """Fold `candidates` (similarities of `rows` to columns offset..) into the running k best."""
+    k = best_cos.shape[1]
+    if candidates.shape[1] > k:
+        top = np.argpartition(candidates, -k, axis=1)[:, -k:]
+    else:
+        top = np.broadcast_to(np.arange(candidates.shape[1]), candidates.shape)
+    cos = np.concatenate([best_cos[rows], np.take_along_axis(candidates, top, axis=1)], axis=1)
+    idx = np.concatenate([best_idx[rows], top + offset], axis=1)
+    order = np.argsort(-cos, axis=1, kind="stable")[:, :k]
+    best_cos[rows] = np.take_along_axis(cos, order, axis=1)
+    best_idx[rows] = np.take_along_axis(idx, order, axis=1)
+
+
+def exact_neighbours(unit: np.ndarray, k: int = 10,
+                     progress: Callable[[int], None] | None = None) -> Neighbours:
+    """Exact k nearest neighbours of every row among the others, by cosine similarity.
+
+    unit: float32, shape (n, dim), unit-length rows (see `unit_rows`).
+    progress: called with the number of rows finished after each block.
+    Cost: n^2 * dim / 2 multiply-adds; memory: the result plus one block of at most
+    BLOCK_BYTES of similarities (and its transpose).
+    """
+    n = len(unit)
+    best_cos = np.full((n, k), -np.inf, dtype=np.float32)
+    best_idx = np.full((n, k), -1, dtype=np.int64)
+    block = int(np.clip(BLOCK_BYTES // (4 * max(n, 1)), 64, 4096))
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        sims = unit[start:stop] @ unit[start:].T  # (b, n - start), float32
+        np.clip(sims, -1.0, 1.0, out=sims)
+        own = np.arange(stop - start)
+        sims[own, own] = -np.inf  # a row is not its own neighbour
+        _merge(best_cos, best_idx, slice(start, stop), sims, start)
+        if stop < n:
+            later = np.ascontiguousarray(sims[:, stop - start:].T)  # (n - stop, b)
+            _merge(best_cos, best_idx, slice(stop, n), later, start)
+        if progress:
+            progress(stop - start)
+    best_idx[~np.isfinite(best_cos)] = -1
+    return Neighbours(best_idx, best_cos, "exact (blocked float32 matrix products)")
+
+
+def _import_faiss(purpose: str):
+    try:
+        import faiss
+    except ImportError:
+        raise missing_extra("faiss-cpu", "faiss", purpose) from None
+    return faiss
+
+
+def faiss_neighbours(unit: np.ndarray, k: int = 10, *, dims: int = FAISS_DIMS,
+                     candidates: int | None = None, nprobe: int = 32, seed: int = 0,
+                     progress: Callable[[int], None] | None = None) -> Neighbours:
+    """Approximate candidates from faiss, re-scored exactly: k neighbours, cosine, nearest first.
+
+    unit: float32, shape (n, dim), unit-length rows. The rows are reduced to `dims`
+    dimensions by PCA (faiss.PCAMatrix, trained on up to FAISS_TRAIN_ROWS sampled rows),
+    scaled to unit length again and put in an IVF index (faiss.IndexIVFFlat, inner
+    product, about 4 * sqrt(n) lists, `nprobe` of them searched per query). The
+    `candidates` best (default 4 * k) of each row are then re-scored on the full rows, so
+    every reported cosine is exact. Raises MissingExtraError without faiss-cpu.
+    """
+    faiss = _import_faiss("Approximate neighbours (--neighbours faiss)")
+    n, dim = unit.shape
+    candidates = min(max(candidates or 4 * k, k) + 1, n)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, FAISS_TRAIN_ROWS), replace=False))
+    dims = min(dims, dim, len(sample))
+    pca = faiss.PCAMatrix(dim, dims)
+    pca.train(np.ascontiguousarray(unit[sample]))
+    reduced = np.empty((n, dims), dtype=np.float32)
+    for start in range(0, n, 8192):
+        reduced[start:start + 8192] = pca.apply(np.ascontiguousarray(unit[start:start + 8192]))
+    faiss.normalize_L2(reduced)
+    lists = int(np.clip(4 * np.sqrt(n), 1, max(1, len(sample) // 39)))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, lists, faiss.METRIC_INNER_PRODUCT)
+    index.train(reduced[sample])
+    index.add(reduced)
+    index.nprobe = min(nprobe, lists)
+    best_cos = np.full((n, k), -np.inf, dtype=np.float32)
+    best_idx = np.full((n, k), -1, dtype=np.int64)
+    step = 256
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        _, found = index.search(reduced[start:stop], candidates)
+        found[found == np.arange(start, stop)[:, None]] = -1  # not its own neighbour
+        safe = np.where(found >= 0, found, 0)
+        cos = np.einsum("bd,bcd->bc", unit[start:stop], unit[safe])
+        cos = np.where(found >= 0, np.clip(cos, -1.0, 1.0), -np.inf).astype(np.float32)
+        order = np.argsort(-cos, axis=1, kind="stable")[:, :k]
+        width = order.shape[1]
+        best_cos[start:stop, :width] = np.take_along_axis(cos, order, axis=1)
+        best_idx[start:stop, :width] = np.take_along_axis(found, order, axis=1)
+        if progress:
+            progress(stop - start)
+    best_idx[~np.isfinite(best_cos)] = -1
+    method = (f"faiss IVF ({lists} lists, nprobe {index.nprobe}) over PCA to {dims} "
+              f"dimensions, {candidates - 1} candidates re-scored exactly")
+    return Neighbours(best_idx, best_cos, method)
+
+
+NEIGHBOUR_METHODS = ("auto", "exact", "faiss")
+
+
+def find_neighbours(unit: np.ndarray, k: int = 10, method: str = "auto",
+                    progress: Callable[[int], None] | None = None) -> Neighbours:
+    """The k nearest neighbours of every row: "exact", "faiss", or "auto".
+
+    "auto" is exact up to EXACT_LIMIT rows and faiss above; with faiss missing there,
+    MissingExtraError names the install (and --neighbours exact still works).
+    """
+    k = min(k, max(len(unit) - 1, 1))
+    if method == "faiss" or (method == "auto" and len(unit) > EXACT_LIMIT):
+        if method == "auto":
+            _import_faiss(f"Auditing {len(unit):,} rows (exact neighbours above "
+                          f"{EXACT_LIMIT:,} rows take hours; --neighbours exact forces them)")
+        return faiss_neighbours(unit, k, progress=progress)
+    return exact_neighbours(unit, k, progress=progress)
