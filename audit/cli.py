@@ -11,6 +11,7 @@ import argparse
 import inspect
 
 from headstart.audit.issues import collect, counts
+from headstart.audit.report import plural
 from headstart.audit.run import OPTIONS, _output_dir, audit_store
 from headstart.audit.write import write_audit
 from headstart.cli import run_command
@@ -70,19 +71,19 @@ def _audit(args: argparse.Namespace) -> int:
                          neighbours_method=args.neighbours, quiet=args.quiet)
     paths = write_audit(result, out, max_shown=args.max_shown)
     c = counts(result, collect(result))
+    leaky = c["leak"]["test_images_with_a_copy_in_train_or_validation"]
     lines = [
         f"{result.source}: {len(result.labels):,} images audited in "
         f"{result.seconds['total']:.1f} s",
-        f"  same bytes, different labels   {c['conflict']['groups']:,} groups, "
-        f"{c['conflict']['images']:,} images",
-        f"  near duplicates across splits  {c['leak']['groups']:,} groups, "
-        f"{c['leak']['images']:,} images "
-        f"({c['leak']['test_images_with_a_copy_in_train_or_validation']:,} test images with a "
-        "copy in train or validation)",
-        f"  near duplicates within a split {c['duplicate']['groups']:,} groups, "
-        f"{c['duplicate']['images']:,} images",
-        f"  likely label errors            {c['label']['images']:,} images",
-        f"  outliers                       {c['outlier']['images']:,} images",
+        f"  same bytes, different labels   {plural(c['conflict']['groups'], 'group')}, "
+        f"{plural(c['conflict']['images'], 'image')}",
+        f"  near duplicates across splits  {plural(c['leak']['groups'], 'group')}, "
+        f"{plural(c['leak']['images'], 'image')} ({plural(leaky, 'test image')} with a copy in "
+        "train or validation)",
+        f"  near duplicates within a split {plural(c['duplicate']['groups'], 'group')}, "
+        f"{plural(c['duplicate']['images'], 'image')}",
+        f"  likely label errors            {plural(c['label']['images'], 'image')}",
+        f"  outliers                       {plural(c['outlier']['images'], 'image')}",
     ]
     if result.head:
         h = result.head

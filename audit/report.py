@@ -40,6 +40,11 @@ figcaption{overflow-wrap:anywhere;line-height:1.3} .test{color:#a00;font-weight:
 """
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 group', '3 groups', '1,204 images'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -136,16 +141,17 @@ def _header(page: _Page, found: list[Issue]) -> None:
              "far-out fence)</td></tr></table>")
     page.add(f'<img src="{histogram(a)}" alt="histogram of nearest-neighbour cosine">')
     c = counts(a, found)
+    leaky = c["leak"][_LEAKY]
     summary = [
-        ("same bytes, different labels", f"{c['conflict']['groups']:,} groups, "
-                                         f"{c['conflict']['images']:,} images"),
-        ("near duplicates across splits", f"{c['leak']['groups']:,} groups, "
-         f"{c['leak']['images']:,} images; {c['leak'][_LEAKY]:,} test images have a near "
+        ("same bytes, different labels", f"{plural(c['conflict']['groups'], 'group')}, "
+                                         f"{plural(c['conflict']['images'], 'image')}"),
+        ("near duplicates across splits", f"{plural(c['leak']['groups'], 'group')}, "
+         f"{plural(c['leak']['images'], 'image')}; {plural(leaky, 'test image')} with a near "
          "duplicate in train or validation"),
-        ("near duplicates within a split", f"{c['duplicate']['groups']:,} groups, "
-         f"{c['duplicate']['images']:,} images beyond the first of each group"),
-        ("likely label errors", f"{c['label']['images']:,} images"),
-        ("outliers", f"{c['outlier']['images']:,} images"),
+        ("near duplicates within a split", f"{plural(c['duplicate']['groups'], 'group')}, "
+         f"{plural(c['duplicate']['images'], 'image')} beyond the first of each group"),
+        ("likely label errors", plural(c["label"]["images"], "image")),
+        ("outliers", plural(c["outlier"]["images"], "image")),
     ]
     page.add("<h3>Found</h3><table>" + "".join(
         f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary) + "</table>")
@@ -156,8 +162,8 @@ _LEAKY = "test_images_with_a_copy_in_train_or_validation"
 
 def _conflicts(page: _Page) -> None:
     a = page.audit
-    page.add(f"<h2>1. Same bytes, different labels ({len(a.conflicts):,} groups, "
-             f"{sum(len(g) for g in a.conflicts):,} images)</h2>")
+    page.add(f"<h2>1. Same bytes, different labels ({plural(len(a.conflicts), 'group')}, "
+             f"{plural(sum(len(g) for g in a.conflicts), 'image')})</h2>")
     page.add('<p class="note">Files with identical bytes (one sha256) stored under more than '
              "one class: at least one label is wrong. Keep one copy, in the right class.</p>")
     if not a.conflicts:
@@ -209,17 +215,17 @@ def _leakage(page: _Page) -> None:
             page.add(f"<tr><td>{label}</td><td class=num>{h[key]['n']:,}</td>"
                      f"<td class=num>{_pct(h[key]['accuracy'])}</td></tr>")
         page.add("</table>")
-    page.add(f"<h3>Across splits ({len(leak):,} groups, {sum(len(g) for g in leak):,} images, "
-             f"{len(a.leakage.leaky_test):,} of them test images with a near duplicate in train "
-             "or validation)</h3>")
+    page.add(f"<h3>Across splits ({plural(len(leak), 'group')}, "
+             f"{plural(sum(len(g) for g in leak), 'image')}; test images with a near duplicate "
+             f"in train or validation: {len(a.leakage.leaky_test):,})</h3>")
     if len(a.leakage.i):
         top = ", ".join(f"{a.leakage.cosine[n]:.4f}" for n in range(min(5, len(a.leakage.i))))
         page.add(f'<p class="note">Highest cosines across splits: {top}.</p>')
     for group in leak[:page.max_shown]:
         page.add(_group_cards(page, group))
     page.more(min(len(leak), page.max_shown), len(leak), "groups")
-    page.add(f"<h3>Within one split ({len(dup):,} groups, {sum(len(g) for g in dup):,} images)"
-             "</h3>")
+    page.add(f"<h3>Within one split ({plural(len(dup), 'group')}, "
+             f"{plural(sum(len(g) for g in dup), 'image')})</h3>")
     for group in dup[:page.max_shown]:
         page.add(_group_cards(page, group))
     page.more(min(len(dup), page.max_shown), len(dup), "groups")
@@ -230,7 +236,7 @@ def _leakage(page: _Page) -> None:
 def _labels(page: _Page, found: list[Issue]) -> None:
     a = page.audit
     flagged = [i for i in found if i.kind == "label"]
-    page.add(f"<h2>3. Likely label errors ({len(flagged):,} images)</h2>")
+    page.add(f"<h2>3. Likely label errors ({plural(len(flagged), 'image')})</h2>")
     page.add('<p class="note">Confident learning (Northcutt et al., 2021) on out-of-fold '
              "probabilities: each image is judged by a head that never saw it or its near "
              "duplicates. Most likely wrong first. Check each one: a model can be confidently "
@@ -250,7 +256,7 @@ def _labels(page: _Page, found: list[Issue]) -> None:
 
 def _outliers(page: _Page) -> None:
     o = page.audit.outliers
-    page.add(f"<h2>4. Outliers ({len(o.flagged):,} images)</h2>")
+    page.add(f"<h2>4. Outliers ({plural(len(o.flagged), 'image')})</h2>")
     page.add('<p class="note">Images that belong to no class (blank frames, text cards, '
              "scenes without the subject): distance to the nearest class centroid plus "
              "distance to the nearest images that are not near duplicates, each over its "

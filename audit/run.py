@@ -75,8 +75,14 @@ class Audit:
         return self.store.get("source_dir")
 
     def duplicate_groups(self) -> list[np.ndarray]:
-        """Near-duplicate clusters (of 2 or more rows), largest first."""
-        return duplicates.cluster_groups(self.cluster)
+        """Near-duplicate clusters (of 2 or more rows), largest first.
+
+        A cluster that is nothing but one same-bytes conflict is left out: it is reported
+        (first) as a conflict.
+        """
+        conflicts = {tuple(g.tolist()) for g in self.conflicts}
+        return [g for g in duplicates.cluster_groups(self.cluster)
+                if tuple(np.sort(g).tolist()) not in conflicts]
 
     def leak_groups(self) -> list[np.ndarray]:
         """Near-duplicate clusters whose rows lie in more than one split."""
