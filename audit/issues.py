@@ -14,8 +14,8 @@ issues.csv has one line per flagged image and kind, in report order (kinds as
                     in another split; duplicate: the cluster's first image, which is kept
 
 Within a near-duplicate cluster that lies in one split, every image but the first is a
-`duplicate`; in a cluster across splits every image is a `leak` (fit-head --exclude then
-drops its train and validation members and keeps the test ones).
+`duplicate`; in a cluster of copies across splits every image is a `leak` (fit-head
+--exclude then drops its train and validation members and keeps the test ones).
 """
 
 from __future__ import annotations
@@ -44,11 +44,6 @@ class Issue:
     partner: int | None = None  # row index
 
 
-def _pair_cosine(audit: Audit) -> dict[tuple[int, int], float]:
-    i, j, cos = audit.pairs
-    return {(int(a), int(b)): float(c) for a, b, c in zip(i, j, cos, strict=True)}
-
-
 def _nearest_in(audit: Audit, row: int, members: np.ndarray) -> tuple[int, float]:
     """The nearest of `members` among `row`'s neighbours (cosine), else the first member."""
     for other, cos in zip(audit.neighbours.indices[row], audit.neighbours.cosine[row],
@@ -66,18 +61,15 @@ def collect(audit: Audit) -> list[Issue]:
             other = group[audit.labels[group] != audit.labels[row]][0]
             found.append(Issue(int(row), "conflict", 1.0, partner=int(other)))
     leaks, duplicates_ = [], []
-    for group in audit.duplicate_groups():
+    for group in audit.leak_groups():
         splits = audit.assignment[group]
-        if len(np.unique(splits)) > 1:
-            for row in group:
-                partner, cos = _nearest_in(audit, row, group[splits != audit.assignment[row]])
-                leaks.append(Issue(int(row), "leak", cos, partner=partner))
-        else:
-            for row in group[1:]:
-                partner, cos = _nearest_in(audit, row, group[:1])
-                if partner != group[0]:
-                    cos = float(np.nan)
-                duplicates_.append(Issue(int(row), "duplicate", cos, partner=int(group[0])))
+        for row in group:
+            partner, cos = _nearest_in(audit, row, group[splits != audit.assignment[row]])
+            leaks.append(Issue(int(row), "leak", cos, partner=partner))
+    for group in audit.duplicate_groups():
+        for row in group[1:]:
+            partner, cos = _nearest_in(audit, row, group[:1])
+            duplicates_.append(Issue(int(row), "duplicate", cos, partner=int(group[0])))
     found += sorted(leaks, key=lambda x: -np.nan_to_num(x.score))
     found += sorted(duplicates_, key=lambda x: -np.nan_to_num(x.score))
     proba = audit.proba
@@ -116,7 +108,7 @@ def counts(audit: Audit, found: list[Issue]) -> dict:
     per_kind["leak"]["groups"] = len(audit.leak_groups())
     per_kind["leak"]["test_images_with_a_copy_in_train_or_validation"] = len(
         audit.leakage.leaky_test)
-    per_kind["duplicate"]["groups"] = len(audit.duplicate_groups()) - per_kind["leak"]["groups"]
+    per_kind["duplicate"]["groups"] = len(audit.duplicate_groups())
     per_kind["images_flagged"] = len({i.row for i in found})
     return per_kind
 
@@ -130,7 +122,7 @@ def record(audit: Audit, found: list[Issue]) -> dict:
                              for s, name in enumerate(SPLITS)}},
         "thresholds": audit.thresholds.record(),
         "outlier_fence": {"value": audit.outliers.fence,
-                          "derived": "Q3 + 3 x IQR of the outlier scores (Tukey's far-out fence)"},
+                          "derived": "Q3 + 1.5 x IQR of the outlier scores (Tukey's fence)"},
         "counts": counts(audit, found), "head": audit.head, "seconds": audit.seconds,
         "issues": [{"path": audit.paths[i.row], "issue": i.kind,
                     "score": None if np.isnan(i.score) else round(i.score, 6),

@@ -25,8 +25,8 @@ from headstart.errors import missing_extra
 
 BLOCK_BYTES = 256 << 20  # one block of similarities: the memory bound of the exact pass
 EXACT_LIMIT = 100_000  # rows above which "auto" uses faiss
-FAISS_DIMS = 256  # PCA dimensions of the faiss index
-FAISS_TRAIN_ROWS = 50_000  # rows sampled to train the PCA and the IVF centroids
+FAISS_DIMS = 256  # dimensions of the faiss index (uncentred PCA)
+FAISS_TRAIN_ROWS = 50_000  # rows sampled to fit the projection and the IVF centroids
 
 
 @dataclass(frozen=True)
@@ -125,23 +125,29 @@ def faiss_neighbours(unit: np.ndarray, k: int = 10, *, dims: int = FAISS_DIMS,
     """Approximate candidates from faiss, re-scored exactly: k neighbours, cosine, nearest first.
 
     unit: float32, shape (n, dim), unit-length rows. The rows are reduced to `dims`
-    dimensions by PCA (faiss.PCAMatrix, trained on up to FAISS_TRAIN_ROWS sampled rows),
-    scaled to unit length again and put in an IVF index (faiss.IndexIVFFlat, inner
-    product, about 4 * sqrt(n) lists, `nprobe` of them searched per query). The
-    `candidates` best (default 4 * k) of each row are then re-scored on the full rows, so
-    every reported cosine is exact. Raises MissingExtraError without faiss-cpu.
+    dimensions by an uncentred PCA (scikit-learn's TruncatedSVD, randomized, fitted on up
+    to FAISS_TRAIN_ROWS sampled rows), scaled to unit length again and put in an IVF
+    index (faiss.IndexIVFFlat, inner product, about 4 * sqrt(n) lists, `nprobe` of them
+    searched per query). The `candidates` best (default 4 * k) of each row are then
+    re-scored on the full rows, so every reported cosine is exact. Raises
+    MissingExtraError without faiss-cpu.
     """
     faiss = _import_faiss("Approximate neighbours (--neighbours faiss)")
+    from sklearn.decomposition import TruncatedSVD
+
     n, dim = unit.shape
     candidates = min(max(candidates or 4 * k, k) + 1, n)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, FAISS_TRAIN_ROWS), replace=False))
-    dims = min(dims, dim, len(sample))
-    pca = faiss.PCAMatrix(dim, dims)
-    pca.train(np.ascontiguousarray(unit[sample]))
+    dims = min(dims, dim - 1, len(sample) - 1)
+    # Uncentred (TruncatedSVD, randomized): the projection that best keeps inner products,
+    # which is what cosine on unit rows is. (faiss.PCAMatrix trains the same in minutes
+    # on 4096 dimensions; scikit-learn's randomized SVD takes seconds.)
+    svd = TruncatedSVD(dims, algorithm="randomized", random_state=seed).fit(unit[sample])
+    basis = svd.components_.T.astype(np.float32)  # (dim, dims)
     reduced = np.empty((n, dims), dtype=np.float32)
     for start in range(0, n, 8192):
-        reduced[start:start + 8192] = pca.apply(np.ascontiguousarray(unit[start:start + 8192]))
+        reduced[start:start + 8192] = unit[start:start + 8192] @ basis
     faiss.normalize_L2(reduced)
     lists = int(np.clip(4 * np.sqrt(n), 1, max(1, len(sample) // 39)))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, lists, faiss.METRIC_INNER_PRODUCT)
@@ -165,7 +171,7 @@ def faiss_neighbours(unit: np.ndarray, k: int = 10, *, dims: int = FAISS_DIMS,
         if progress:
             progress(stop - start)
     best_idx[~np.isfinite(best_cos)] = -1
-    method = (f"faiss IVF ({lists} lists, nprobe {index.nprobe}) over PCA to {dims} "
+    method = (f"faiss IVF ({lists} lists, nprobe {index.nprobe}) over SVD to {dims} "
               f"dimensions, {candidates - 1} candidates re-scored exactly")
     return Neighbours(best_idx, best_cos, method)
 

@@ -31,7 +31,9 @@ h2{font-size:19px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32p
 h3{font-size:16px} table{border-collapse:collapse;margin:6px 0} td,th{border:1px solid #ddd;
 padding:3px 8px;text-align:left;vertical-align:top;font-size:13px} th{background:#f4f4f4}
 .cards{display:flex;flex-wrap:wrap;gap:8px;margin:6px 0 14px}
-.group{border:1px solid #bbb;border-radius:6px;padding:6px;margin:8px 0;background:#fafafa}
+.groups{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+.group{border:1px solid #bbb;border-radius:6px;padding:6px;background:#fafafa}
+.group .cards{margin:0}
 figure{margin:0;width:168px;font-size:12px;background:#fff;border:1px solid #ddd;padding:3px}
 figure img{width:160px;height:160px;object-fit:contain;background:#eee;display:block}
 figcaption{overflow-wrap:anywhere;line-height:1.3} .test{color:#a00;font-weight:bold}
@@ -89,18 +91,20 @@ def histogram(audit: Audit) -> str:
     first = {}
     unique = np.array([first.setdefault(h, r) == r for r, h in enumerate(audit.hashes)])
     cosine = 1.0 - distance[unique & np.isfinite(distance)]
+    t = audit.thresholds
     fig = Figure(figsize=(8, 2.8), layout="constrained")
     ax = fig.add_subplot()
     if len(cosine):
-        low = float(min(cosine.min(), audit.thresholds.near_duplicate_cosine - 0.02))
+        low = float(min(cosine.min(), 1 - t.copy - 0.02))
         ax.hist(cosine, bins=np.linspace(low, 1.0, 80), color="#4c72b0")
     ax.set_yscale("log")
-    limit = audit.thresholds.near_duplicate_cosine
-    ax.axvline(limit, color="#c44e52", linestyle="--",
-               label=f"near duplicate: cosine >= {limit:.4f}")
+    ax.axvline(1 - t.near_duplicate, color="#c44e52", linestyle="--",
+               label=f"near duplicate: cosine >= {1 - t.near_duplicate:.4f}")
+    ax.axvline(1 - t.copy, color="#dd8452", linestyle=":",
+               label=f"copy across splits: cosine >= {1 - t.copy:.4f}")
     ax.set_xlabel("cosine similarity to the nearest image with other bytes")
     ax.set_ylabel("images")
-    ax.legend(loc="upper left")
+    fig.legend(loc="outside upper center", ncols=2, frameon=False)
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=90)
     return data_uri(out.getvalue(), "image/png")
@@ -137,8 +141,8 @@ def _header(page: _Page, found: list[Issue]) -> None:
                  f"{item['value']:.4f}</td><td class=num>{cosine}</td>"
                  f"<td>{escape(item['derived'])}{source}</td></tr>")
     page.add(f"<tr><td>outlier fence</td><td colspan=2 class=num>score &gt; "
-             f"{a.outliers.fence:.3f}</td><td>Q3 + 3 &times; IQR of the outlier scores (Tukey's "
-             "far-out fence)</td></tr></table>")
+             f"{a.outliers.fence:.3f}</td><td>Q3 + 1.5 &times; IQR of the outlier scores (Tukey's "
+             "fence)</td></tr></table>")
     page.add(f'<img src="{histogram(a)}" alt="histogram of nearest-neighbour cosine">')
     c = counts(a, found)
     leaky = c["leak"][_LEAKY]
@@ -168,10 +172,12 @@ def _conflicts(page: _Page) -> None:
              "one class: at least one label is wrong. Keep one copy, in the right class.</p>")
     if not a.conflicts:
         page.add("<p>None.</p>")
+    page.add('<div class="groups">')
     for group in a.conflicts[:page.max_shown]:
         page.add('<div class="group"><div class="cards">'
                  + "".join(page.card(int(r), f"sha256 {a.hashes[r][:12]}") for r in group)
                  + "</div></div>")
+    page.add("</div>")
     page.more(min(len(a.conflicts), page.max_shown), len(a.conflicts), "groups")
 
 
@@ -198,12 +204,14 @@ def _leakage(page: _Page) -> None:
     leak, dup = a.leak_groups(), [g for g in a.duplicate_groups()
                                   if len(np.unique(a.assignment[g])) == 1]
     page.add("<h2>2. Near duplicates and leakage</h2>")
-    page.add('<p class="note">Near duplicates: cosine distance at most '
-             f"{a.thresholds.near_duplicate:.4f} (cosine at least "
-             f"{a.thresholds.near_duplicate_cosine:.4f}), or identical bytes; groups are chains "
-             "of such pairs. A group across splits lets a model be tested on an image it "
-             "was trained on. The audit never re-splits: fit-head --exclude leaves the "
-             "train and validation members out and keeps the test split as it is.</p>")
+    t = a.thresholds
+    page.add('<p class="note">Across splits, images count as copies up to cosine distance '
+             f"{t.copy:.4f} (cosine at least {1 - t.copy:.4f}); within a split, as near "
+             f"duplicates up to {t.near_duplicate:.4f} (cosine at least "
+             f"{1 - t.near_duplicate:.4f}); identical bytes always. Groups are chains of such "
+             "pairs. A group across splits lets a model be tested on an image it was "
+             "trained on. The audit never re-splits: fit-head --exclude leaves the train and "
+             "validation members out and keeps the test split as it is.</p>")
     if a.head:
         h = a.head
         page.add(f"<h3>Test accuracy of the head in {escape(h['path'])} ({escape(h['kind'])})"
@@ -221,13 +229,17 @@ def _leakage(page: _Page) -> None:
     if len(a.leakage.i):
         top = ", ".join(f"{a.leakage.cosine[n]:.4f}" for n in range(min(5, len(a.leakage.i))))
         page.add(f'<p class="note">Highest cosines across splits: {top}.</p>')
+    page.add('<div class="groups">')
     for group in leak[:page.max_shown]:
         page.add(_group_cards(page, group))
+    page.add("</div>")
     page.more(min(len(leak), page.max_shown), len(leak), "groups")
     page.add(f"<h3>Within one split ({plural(len(dup), 'group')}, "
              f"{plural(sum(len(g) for g in dup), 'image')})</h3>")
+    page.add('<div class="groups">')
     for group in dup[:page.max_shown]:
         page.add(_group_cards(page, group))
+    page.add("</div>")
     page.more(min(len(dup), page.max_shown), len(dup), "groups")
     if not leak and not dup:
         page.add("<p>None.</p>")
@@ -259,14 +271,17 @@ def _outliers(page: _Page) -> None:
     page.add(f"<h2>4. Outliers ({plural(len(o.flagged), 'image')})</h2>")
     page.add('<p class="note">Images that belong to no class (blank frames, text cards, '
              "scenes without the subject): distance to the nearest class centroid plus "
-             "distance to the nearest images that are not near duplicates, each over its "
-             f"median; flagged above {o.fence:.3f}. Strangest first.</p><div class=cards>")
-    for row in o.flagged[:page.max_shown]:
-        page.add(page.card(int(row), escape(f"score {o.score[row]:.2f} (centroid "
-                                            f"{o.centroid[row]:.3f}, neighbours "
-                                            f"{o.neighbour[row]:.3f})")))
+             f"distance to the {page.audit.settings['k']}th nearest image, each over its "
+             f"median; flagged above {o.fence:.3f}. Strangest first; the highest scores below "
+             "the fence follow, unflagged, for a look.</p><div class=cards>")
+    order = np.argsort(-o.score, kind="stable")[:page.max_shown]
+    for row in order:
+        mark = "" if o.score[row] > o.fence else " (below the fence)"
+        page.add(page.card(int(row), escape(f"score {o.score[row]:.2f}{mark}"),
+                           escape(f"centroid {o.centroid[row]:.3f}, k-th neighbour "
+                                  f"{o.neighbour[row]:.3f}")))
     page.add("</div>")
-    page.more(min(len(o.flagged), page.max_shown), len(o.flagged), "images")
+    page.more(min(len(o.flagged), page.max_shown), len(o.flagged), "flagged images")
 
 
 BLIND_SPOTS = [

@@ -59,8 +59,9 @@ class Audit:
     neighbours: neighbours.Neighbours
     thresholds: thresholds.Thresholds
     conflicts: list[np.ndarray]
-    pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
-    cluster: np.ndarray
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray]  # within the copy threshold
+    cluster: np.ndarray  # clusters of those pairs and of same-sha256 rows
+    near_cluster: np.ndarray  # clusters within the near-duplicate threshold
     leakage: duplicates.Leakage
     proba: np.ndarray
     label_issue: np.ndarray
@@ -75,18 +76,20 @@ class Audit:
         return self.store.get("source_dir")
 
     def duplicate_groups(self) -> list[np.ndarray]:
-        """Near-duplicate clusters (of 2 or more rows), largest first.
+        """Near-duplicate clusters (2 or more rows) inside one split, largest first.
 
         A cluster that is nothing but one same-bytes conflict is left out: it is reported
         (first) as a conflict.
         """
         conflicts = {tuple(g.tolist()) for g in self.conflicts}
-        return [g for g in duplicates.cluster_groups(self.cluster)
-                if tuple(np.sort(g).tolist()) not in conflicts]
+        return [g for g in duplicates.cluster_groups(self.near_cluster)
+                if tuple(np.sort(g).tolist()) not in conflicts
+                and len(np.unique(self.assignment[g])) == 1]
 
     def leak_groups(self) -> list[np.ndarray]:
-        """Near-duplicate clusters whose rows lie in more than one split."""
-        return [g for g in self.duplicate_groups() if len(np.unique(self.assignment[g])) > 1]
+        """Clusters of copies (copy threshold) whose rows lie in more than one split."""
+        return [g for g in duplicates.cluster_groups(self.cluster)
+                if len(np.unique(self.assignment[g])) > 1]
 
 
 def check_audit_options(**values) -> None:
@@ -171,8 +174,11 @@ def audit_store(features: str | Path = "features.h5", *, seed: int = 0,
 
     start = time.perf_counter()
     limits = thresholds.derive_thresholds(found, data.hashes)
-    pairs = duplicates.near_pairs(found, limits.near_duplicate)
+    pairs = duplicates.near_pairs(found, limits.copy)
     cluster = duplicates.clusters(len(data.labels), data.hashes, pairs)
+    close = pairs[2] >= 1.0 - limits.near_duplicate
+    near_cluster = duplicates.clusters(len(data.labels), data.hashes,
+                                       tuple(part[close] for part in pairs))
     leakage = duplicates.cross_split(pairs, chosen.assignment, SPLITS.index("test"))
     conflicts = duplicates.conflict_groups(data.hashes, data.labels)
     steps.timed("duplicates", start)
@@ -187,8 +193,7 @@ def audit_store(features: str | Path = "features.h5", *, seed: int = 0,
     steps.timed("labels", start)
 
     start = time.perf_counter()
-    strange = outliers.outlier_scores(
-        centroid, outliers.neighbour_distance(found, cluster, limits.near_duplicate))
+    strange = outliers.outlier_scores(centroid, outliers.neighbour_distance(found))
     steps.timed("outliers", start)
 
     head_record = None
@@ -205,8 +210,8 @@ def audit_store(features: str | Path = "features.h5", *, seed: int = 0,
     steps.seconds["total"] = round(time.perf_counter() - begin, 3)
     return Audit(Path(features), store_record, list(data.classes), list(data.paths),
                  list(data.hashes), data.labels, chosen.assignment, chosen.info, found, limits,
-                 conflicts, pairs, cluster, leakage, proba, label_issue, counts, strange,
-                 settings, head_record, steps.seconds)
+                 conflicts, pairs, cluster, near_cluster, leakage, proba, label_issue, counts,
+                 strange, settings, head_record, steps.seconds)
 
 
 def head_accuracy(head, features: np.ndarray, labels_: np.ndarray, assignment: np.ndarray,

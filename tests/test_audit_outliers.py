@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from headstart.audit import duplicates, outliers
+from headstart.audit import outliers
 from headstart.audit.neighbours import exact_neighbours, unit_rows
 
 
@@ -28,11 +28,9 @@ def pets_and_blanks(seed: int = 0):
 def scores(X, labels, k=10):
     unit = unit_rows(X)
     found = exact_neighbours(unit, k=k)
-    near = 0.01
-    cluster = duplicates.clusters(len(X), [str(i) for i in range(len(X))],
-                                  duplicates.near_pairs(found, near))
     centroid = outliers.centroid_distance(unit, labels, 2)
-    neighbour = outliers.neighbour_distance(found, cluster, near)
+    neighbour = outliers.neighbour_distance(found)
+    np.testing.assert_allclose(neighbour, found.distance[:, -1])
     return found, outliers.outlier_scores(centroid, neighbour)
 
 
@@ -48,7 +46,7 @@ def test_blank_frames_rank_first_and_are_flagged():
 
 
 def test_plain_neighbour_distance_ranks_blank_frames_as_most_typical():
-    """Why the score leaves near duplicates out and adds the centroid distance."""
+    """Why the score takes the k-th neighbour, past the group, and adds the centroid."""
     X, labels, blanks = pets_and_blanks()
     found, _ = scores(X, labels)
     plain = found.distance[:, :5].mean(axis=1)
