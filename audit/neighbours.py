@@ -82,6 +82,54 @@ def _merge(best_cos: np.ndarray, best_idx: np.ndarray, rows: slice, candidates: 
     best_idx[rows] = np.take_along_axis(idx, order, axis=1)
 
 
+def _fold_in(best_cos: np.ndarray, best_idx: np.ndarray, targets: np.ndarray,
+             values: np.ndarray, columns: np.ndarray) -> None:
+    """Fold scattered candidates (row `targets[i]` has neighbour `columns[i]` at `values[i]`)
+    into the running k best; the sparse counterpart of `_merge`."""
+    k = best_cos.shape[1]
+    order = np.lexsort((-values, targets))
+    targets, values, columns = targets[order], values[order], columns[order]
+    rows, starts, counts = np.unique(targets, return_index=True, return_counts=True)
+    rank = np.arange(len(targets)) - np.repeat(starts, counts)
+    keep = rank < k
+    slot = np.repeat(np.arange(len(rows)), counts)[keep]
+    new_cos = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    new_idx = np.full((len(rows), k), -1, dtype=np.int64)
+    new_cos[slot, rank[keep]] = values[keep]
+    new_idx[slot, rank[keep]] = columns[keep]
+    cos = np.concatenate([best_cos[rows], new_cos], axis=1)
+    idx = np.concatenate([best_idx[rows], new_idx], axis=1)
+    pick = np.argsort(-cos, axis=1, kind="stable")[:, :k]
+    best_cos[rows] = np.take_along_axis(cos, pick, axis=1)
+    best_idx[rows] = np.take_along_axis(idx, pick, axis=1)
+
+
+DENSE = 0.05  # above this share of candidates beating the current k-th, merge densely
+
+
+def _update(best_cos: np.ndarray, best_idx: np.ndarray, sims: np.ndarray, first_row: int,
+            first_column: int, *, transposed: bool = False) -> None:
+    """Fold similarities of rows first_row.. to columns first_column.. into the k best.
+
+    sims: (rows, columns), or (columns, rows) when `transposed` (the lower triangle read
+    from the upper one). Only entries above a row's current k-th best can change it; once
+    the running lists fill up those are few, and only they are gathered (the dense merge
+    sorts every entry).
+    """
+    n_rows = sims.shape[1] if transposed else sims.shape[0]
+    kth = best_cos[first_row:first_row + n_rows, -1]
+    better = sims > (kth[None, :] if transposed else kth[:, None])
+    if better.mean() > DENSE:
+        dense = np.ascontiguousarray(sims.T) if transposed else sims
+        _merge(best_cos, best_idx, slice(first_row, first_row + n_rows), dense, first_column)
+    elif better.any():
+        r, c = np.nonzero(better)
+        values = sims[r, c]
+        if transposed:
+            r, c = c, r
+        _fold_in(best_cos, best_idx, first_row + r, values, first_column + c)
+
+
 def exact_neighbours(unit: np.ndarray, k: int = 10,
                      progress: Callable[[int], None] | None = None) -> Neighbours:
     """Exact k nearest neighbours of every row among the others, by cosine similarity.
@@ -101,10 +149,9 @@ def exact_neighbours(unit: np.ndarray, k: int = 10,
         np.clip(sims, -1.0, 1.0, out=sims)
         own = np.arange(stop - start)
         sims[own, own] = -np.inf  # a row is not its own neighbour
-        _merge(best_cos, best_idx, slice(start, stop), sims, start)
-        if stop < n:
-            later = np.ascontiguousarray(sims[:, stop - start:].T)  # (n - stop, b)
-            _merge(best_cos, best_idx, slice(stop, n), later, start)
+        _update(best_cos, best_idx, sims, start, start)
+        if stop < n:  # the same products, read as the later rows' similarities to this block
+            _update(best_cos, best_idx, sims[:, stop - start:], stop, start, transposed=True)
         if progress:
             progress(stop - start)
     best_idx[~np.isfinite(best_cos)] = -1

@@ -142,7 +142,8 @@ def build_calibration(out: Path, corpus: Path, photos: Path = PETS, seed: int = 
     20 originals that the corpus left untouched (no flip, copy or re-encode), each with a
     JPEG quality-40 re-encode and a resized copy, and 10 other non-pet images (4 blank
     frames in other colours, 4 text cards with other words, 2 noise images). Written to
-    out/{Cat,Dog}/ with truth in out/truth.json, like `build`.
+    out/{Cat,Dog}/ with truth in out/truth.json, like `build`. Last, a mirrored and a
+    cropped (central 5/7) copy of 5 of the originals, to measure what the audit misses.
     """
     rng = random.Random(seed)
     used = {t["source"] for t in json.loads((corpus / "truth.json").read_text())["rows"].values()
@@ -177,6 +178,17 @@ def build_calibration(out: Path, corpus: Path, photos: Path = PETS, seed: int = 
     kinds = ["blank"] * 4 + ["text"] * 4 + ["noise"] * 2
     for j, kind in enumerate(kinds):
         put(("Cat", "Dog")[j % 2], _non_pet(kind, j + 3, rng, OTHER_SHADES), {"kind": kind})
+    # What the audit cannot see: mirrored and cropped copies of the first 5 originals.
+    firsts = [(name, t) for name, t in truth["rows"].items() if t["kind"] == "original"][:5]
+    for name, what in firsts:
+        with Image.open(out / name) as image:
+            image.load()
+            w, h = image.size
+            edits = {"hflip": image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+                     "crop": image.crop((w // 7, h // 7, w - w // 7, h - h // 7))}
+            for kind, edited in edits.items():
+                put(what["true_class"], _jpeg(edited, 90),
+                    {"kind": kind, "true_class": what["true_class"], "original": name})
     (out / "truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
     return truth
 
