@@ -16,6 +16,7 @@ only a neighbour the index missed can differ. bench/audit.py measures its recall
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -168,7 +169,8 @@ def _import_faiss(purpose: str):
 
 def faiss_neighbours(unit: np.ndarray, k: int = 10, *, dims: int = FAISS_DIMS,
                      candidates: int | None = None, nprobe: int = 32, seed: int = 0,
-                     progress: Callable[[int], None] | None = None) -> Neighbours:
+                     progress: Callable[[int], None] | None = None,
+                     seconds: dict | None = None) -> Neighbours:
     """Approximate candidates from faiss, re-scored exactly: k neighbours, cosine, nearest first.
 
     unit: float32, shape (n, dim), unit-length rows. The rows are reduced to `dims`
@@ -176,11 +178,16 @@ def faiss_neighbours(unit: np.ndarray, k: int = 10, *, dims: int = FAISS_DIMS,
     to FAISS_TRAIN_ROWS sampled rows), scaled to unit length again and put in an IVF
     index (faiss.IndexIVFFlat, inner product, about 4 * sqrt(n) lists, `nprobe` of them
     searched per query). The `candidates` best (default 4 * k) of each row are then
-    re-scored on the full rows, so every reported cosine is exact. Raises
-    MissingExtraError without faiss-cpu.
+    re-scored on the full rows, so every reported cosine is exact. seconds: if given, it
+    receives the seconds of each stage ("train": the projection and the index's lists on
+    the sample; "index": projecting and adding every row; "search": candidates and exact
+    re-scoring). Raises MissingExtraError without faiss-cpu.
     """
     faiss = _import_faiss("Approximate neighbours (--neighbours faiss)")
     from sklearn.decomposition import TruncatedSVD
+
+    seconds = {} if seconds is None else seconds
+    clock = time.perf_counter()
 
     n, dim = unit.shape
     candidates = min(max(candidates or 4 * k, k) + 1, n)
@@ -191,6 +198,7 @@ def faiss_neighbours(unit: np.ndarray, k: int = 10, *, dims: int = FAISS_DIMS,
     # which is what cosine on unit rows is. (faiss.PCAMatrix trains the same in minutes
     # on 4096 dimensions; scikit-learn's randomized SVD takes seconds.)
     svd = TruncatedSVD(dims, algorithm="randomized", random_state=seed).fit(unit[sample])
+    seconds["train"] = time.perf_counter() - clock
     basis = svd.components_.T.astype(np.float32)  # (dim, dims)
     reduced = np.empty((n, dims), dtype=np.float32)
     for start in range(0, n, 8192):
@@ -200,6 +208,7 @@ def faiss_neighbours(unit: np.ndarray, k: int = 10, *, dims: int = FAISS_DIMS,
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, lists, faiss.METRIC_INNER_PRODUCT)
     index.train(reduced[sample])
     index.add(reduced)
+    seconds["index"] = time.perf_counter() - clock - seconds["train"]
     index.nprobe = min(nprobe, lists)
     best_cos = np.full((n, k), -np.inf, dtype=np.float32)
     best_idx = np.full((n, k), -1, dtype=np.int64)
@@ -218,6 +227,7 @@ def faiss_neighbours(unit: np.ndarray, k: int = 10, *, dims: int = FAISS_DIMS,
         if progress:
             progress(stop - start)
     best_idx[~np.isfinite(best_cos)] = -1
+    seconds["search"] = time.perf_counter() - clock - seconds["train"] - seconds["index"]
     method = (f"faiss IVF ({lists} lists, nprobe {index.nprobe}) over SVD to {dims} "
               f"dimensions, {candidates - 1} candidates re-scored exactly")
     return Neighbours(best_idx, best_cos, method)

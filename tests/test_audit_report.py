@@ -274,3 +274,38 @@ def test_a_head_fitted_on_other_classes_is_refused(small_store, tmp_path, capsys
     assert main(["--features", str(small_store), "--head", str(head.out_dir), "-o",
                  str(tmp_path / "o"), "-q"]) == 2
     assert "give a head fitted on this store" in one_sentence(capsys.readouterr().err)
+
+
+def test_a_sharded_store_gives_the_same_findings_as_one_file(tmp_path):
+    """A store stitched from shards (a virtual dataset without chunks) is read the same."""
+    from headstart.audit import audit_store
+    from headstart.audit.issues import collect
+    from headstart.features import Entry, PartWriter, consolidate, open_store
+
+    rng = np.random.default_rng(4)
+    X = np.maximum(rng.standard_normal((300, 16)) + 2 * (np.arange(300) % 2)[:, None], 0)
+    X = X.astype(np.float32)
+    X[250] = X[10]  # a copy in the second shard of a row in the first
+    y = np.arange(300) % 2
+    y[[5, 17, 40]] ^= 1
+    classes = ["Cat", "Dog"]
+    sharded = make_store(tmp_path / "sharded.h5", X[:200], y[:200], classes=classes)
+    writer = PartWriter(sharded, identity=IDENTITY, classes=classes, attrs={})
+    paths = [f"{classes[c]}/{i:05d}.jpg" for i, c in enumerate(y)]
+    writer.add_rows(X[200:], [Entry(p, f"{i:064x}", p.split("/")[0])
+                              for i, p in enumerate(paths) if i >= 200])
+    writer.commit()
+    consolidate(sharded, identity=IDENTITY, classes=classes, present=None,
+                attrs={"complete": True, "seed": 0}, single_file_limit=0)
+    with open_store(sharded) as store:
+        assert store.features.is_virtual and store.features.chunks is None
+    single = make_store(tmp_path / "single.h5", X, y, classes=classes)
+    found = {}
+    for name, path in (("sharded", sharded), ("single", single)):
+        result = audit_store(path)
+        found[name] = ({(result.paths[i.row], i.kind) for i in collect(result)},
+                       result.thresholds.median_nn_distance)
+    assert found["sharded"][0] == found["single"][0]
+    copy = {kind for path, kind in found["single"][0] if path == "Cat/00250.jpg"}
+    assert copy & {"leak", "duplicate"}
+    assert found["sharded"][1] == pytest.approx(found["single"][1], rel=1e-6)
