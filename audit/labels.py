@@ -32,8 +32,8 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
 # C of the logreg head in every fold: one value, chosen once, never tuned on the audited
-# store. fit-head's validation choice on fc2 rows (4096 standardised features) lies in
-# 1e-4..1e-2 on stores of 1,000 to 25,000 images; 1e-3 is the middle of that range.
+# store: the middle of 1e-4..1e-2, where fit-head's validation choice on 4096 standardised
+# fc2 features usually falls (headstart.classify.logreg).
 AUDIT_C = 1e-3
 FOLDS = 5
 MAX_ITER = 1000  # as fit-head's logreg head

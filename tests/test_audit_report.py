@@ -309,3 +309,24 @@ def test_a_sharded_store_gives_the_same_findings_as_one_file(tmp_path):
     copy = {kind for path, kind in found["single"][0] if path == "Cat/00250.jpg"}
     assert copy & {"leak", "duplicate"}
     assert found["sharded"][1] == pytest.approx(found["single"][1], rel=1e-6)
+
+
+def test_a_float16_store_gives_the_findings_of_its_float32_twin(tmp_path):
+    import dataclasses
+
+    from headstart.audit import audit_store
+    from headstart.audit.issues import collect
+
+    rng = np.random.default_rng(5)
+    X = np.maximum(rng.standard_normal((240, 32)) + 2 * (np.arange(240) % 2)[:, None], 0)
+    X[100] = X[7] * 1.001
+    y = np.arange(240) % 2
+    y[[3, 30]] ^= 1
+    half = dataclasses.replace(IDENTITY, dtype="float16")
+    found = []
+    for name, identity in (("full", IDENTITY), ("half", half)):
+        store = make_store(tmp_path / f"{name}.h5", X.astype(np.float32), y, identity=identity)
+        result = audit_store(store)
+        assert result.neighbours.cosine.dtype == np.float32
+        found.append({(result.paths[i.row], i.kind) for i in collect(result)})
+    assert found[0] == found[1]
