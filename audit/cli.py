@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
                         "percentages (default: %(default)s)")
     p.add_argument("--head", metavar="HEAD_DIR",
                    help="a head from fit-head (e.g. heads/logreg): report its test accuracy on "
-                        "all test images and on those without a near duplicate in train or "
+                        "all test images and on those without a copy in train or "
                         "validation")
     p.add_argument("-k", type=argument_type(OPTIONS["k"]), metavar="K", default=_default("k"),
                    help="nearest neighbours per image, found once and used by every check "
@@ -77,7 +77,7 @@ def _audit(args: argparse.Namespace) -> int:
         f"{result.seconds['total']:.1f} s",
         f"  same bytes, different labels   {plural(c['conflict']['groups'], 'group')}, "
         f"{plural(c['conflict']['images'], 'image')}",
-        f"  near duplicates across splits  {plural(c['leak']['groups'], 'group')}, "
+        f"  copies across splits           {plural(c['leak']['groups'], 'group')}, "
         f"{plural(c['leak']['images'], 'image')} ({plural(leaky, 'test image')} with a copy in "
         "train or validation)",
         f"  near duplicates within a split {plural(c['duplicate']['groups'], 'group')}, "
@@ -91,7 +91,8 @@ def _audit(args: argparse.Namespace) -> int:
                      f"on all {h['all_test']['n']:,} test images, "
                      + (f"{100 * h['leak_free_test']['accuracy']:.2f}%"
                         if h['leak_free_test']['n'] else "-")
-                     + f" on the {h['leak_free_test']['n']:,} without a near duplicate")
+                     + f" on the {h['leak_free_test']['n']:,} without a copy in train or "
+                       "validation")
     lines.append(f"written: {paths['report']} (open it in a browser), {paths['issues']}, "
                  f"{paths['record']}")
     print("\n".join(lines))

@@ -47,7 +47,7 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, groups: 
     """float64, shape (n, n_classes): each row's probabilities from a head that never saw it.
 
     features: float, shape (n, dim); labels: int, shape (n,); groups: int, shape (n,),
-    rows sharing a group (sha256 or near-duplicate cluster) always share a fold.
+    rows sharing a group (sha256 or copy cluster) always share a fold.
     Stratified by label where every class has at least `folds` groups (StratifiedGroupKFold,
     shuffled with `seed`), else plain GroupKFold. A class missing from a fold's training
     part gets probability 0 for that fold's rows.

@@ -127,7 +127,7 @@ def _header(page: _Page, found: list[Issue]) -> None:
         ("neighbours", escape(f"k = {a.settings['k']}, {a.neighbours.method}")),
         ("label check", escape(f"{a.settings['folds']} out-of-fold logreg heads, C = "
                                f"{a.settings['C']:g}, folds grouped by sha256 and "
-                               "near-duplicate cluster")),
+                               "copy group (copy threshold)")),
     ]
     page.add("<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
              + "</table>")
@@ -149,9 +149,9 @@ def _header(page: _Page, found: list[Issue]) -> None:
     summary = [
         ("same bytes, different labels", f"{plural(c['conflict']['groups'], 'group')}, "
                                          f"{plural(c['conflict']['images'], 'image')}"),
-        ("near duplicates across splits", f"{plural(c['leak']['groups'], 'group')}, "
-         f"{plural(c['leak']['images'], 'image')}; {plural(leaky, 'test image')} with a near "
-         "duplicate in train or validation"),
+        ("copies across splits", f"{plural(c['leak']['groups'], 'group')}, "
+         f"{plural(c['leak']['images'], 'image')}; {plural(leaky, 'test image')} with a copy "
+         "in train or validation"),
         ("near duplicates within a split", f"{plural(c['duplicate']['groups'], 'group')}, "
          f"{plural(c['duplicate']['images'], 'image')} beyond the first of each group"),
         ("likely label errors", plural(c["label"]["images"], "image")),
@@ -218,13 +218,13 @@ def _leakage(page: _Page) -> None:
                  "</h3><table><tr><th>test images</th><th class=num>n</th>"
                  "<th class=num>accuracy</th></tr>")
         for key, label in (("all_test", "all"), ("leak_free_test",
-                                                  "without a near duplicate in train/validation"),
-                           ("leaky_test", "with a near duplicate in train/validation")):
+                                                  "without a copy in train or validation"),
+                           ("leaky_test", "with a copy in train or validation")):
             page.add(f"<tr><td>{label}</td><td class=num>{h[key]['n']:,}</td>"
                      f"<td class=num>{_pct(h[key]['accuracy'])}</td></tr>")
         page.add("</table>")
     page.add(f"<h3>Across splits ({plural(len(leak), 'group')}, "
-             f"{plural(sum(len(g) for g in leak), 'image')}; test images with a near duplicate "
+             f"{plural(sum(len(g) for g in leak), 'image')}; test images with a copy "
              f"in train or validation: {len(a.leakage.leaky_test):,})</h3>")
     if len(a.leakage.i):
         top = ", ".join(f"{a.leakage.cosine[n]:.4f}" for n in range(min(5, len(a.leakage.i))))

@@ -43,7 +43,7 @@ class Audit:
     """Everything the audit found; `headstart.audit.report` and `issues` turn it into files.
 
     Arrays are per row of the store (n rows) unless stated: `assignment` int8 split
-    (0 train, 1 validation, 2 test); `cluster` int64 near-duplicate cluster id;
+    (0 train, 1 validation, 2 test); `cluster` int64 copy cluster id (copy threshold);
     `proba` float64 (n, n_classes) out-of-fold probabilities; `label_issue` bool;
     `neighbour_labels` int64 (n, n_classes) label counts among each row's k neighbours.
     """
@@ -139,7 +139,7 @@ def audit_store(features: str | Path = "features.h5", *, seed: int = 0,
 
     seed, split: as fit-head (the audit uses exactly fit-head's split).
     head: a head directory from fit-head; its test accuracy is reported on all test
-        images and on those without a near duplicate in train or validation.
+        images and on those without a copy in train or validation.
     k: neighbours per row (the one kNN pass); folds, C: of the out-of-fold logreg heads.
     neighbours_method: "auto" (exact up to 100,000 rows, faiss above), "exact", "faiss".
     Raises UsageError for options out of range, StoreError/ClassifyError for an unusable
