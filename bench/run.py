@@ -42,6 +42,15 @@ def cli(name: str) -> str:
     return str(sibling) if sibling.exists() else shutil.which(name) or name
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (platform's guess elsewhere)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
 def machine() -> dict:
     """CPU model, cores, TensorFlow build and GPUs: what the numbers depend on."""
     from headstart.tf_quiet import import_keras
@@ -49,15 +58,10 @@ def machine() -> dict:
     import_keras()
     import tensorflow as tf
 
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     build = tf.sysconfig.get_build_info()
     return {
-        "cpu": cpu, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+        "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
         "tensorflow": tf.__version__, "tf_cuda_build": bool(build.get("is_cuda_build")),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from headstart.classify import report
+from headstart.classify.exclude import ISSUE_KINDS
 from headstart.classify.fit import fit_heads
 from headstart.classify.heads import CLASS_WEIGHTS, HEADS
 from headstart.classify.logreg import LogRegHead
@@ -71,6 +72,13 @@ def fit_head_parser() -> argparse.ArgumentParser:
     parser.add_argument("--assert-min-accuracy", type=argument_type(Range(float, 0, 1)),
                         metavar="X",
                         help="exit with status 1 if a head's test accuracy is below X (0..1)")
+    parser.add_argument("--exclude", metavar="ISSUES_CSV",
+                        help="leave the images flagged in this issues.csv (from audit-features) "
+                             "out of train and validation; the test split stays unchanged, so "
+                             "test accuracy compares with a fit without it")
+    parser.add_argument("--exclude-kinds", metavar="KINDS",
+                        help="with --exclude, only these comma-separated kinds: "
+                             f"{','.join(ISSUE_KINDS)} (default: all)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     logreg = parser.add_argument_group("logreg")
@@ -96,12 +104,16 @@ def fit_head_parser() -> argparse.ArgumentParser:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    if args.exclude_kinds is not None and args.exclude is None:
+        raise ClassifyError("--exclude-kinds needs --exclude ISSUES_CSV, the file whose flagged "
+                            "images to leave out.")
     models = HEADS if args.model == BOTH else (args.model,)
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     results = fit_heads(
         args.features, models=models, out_dir=args.output_dir, seed=args.seed,
         split=args.split, class_weight=args.class_weight,
-        plots=not args.no_plots, log=log, C=args.C, hidden_units=args.hidden_units,
+        plots=not args.no_plots, log=log, exclude=args.exclude,
+        exclude_kinds=args.exclude_kinds, C=args.C, hidden_units=args.hidden_units,
         dropout=args.dropout, epochs=args.epochs, patience=args.patience,
         batch_size=args.batch_size, learning_rate=args.learning_rate, verbose=not args.quiet)
     metrics = [r.metrics for r in results]

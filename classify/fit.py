@@ -21,6 +21,7 @@ import numpy as np
 
 from headstart.classify import report
 from headstart.classify.dataset import Dataset, load_dataset
+from headstart.classify.exclude import check_exclude_file, excluded_rows, parse_kinds
 from headstart.classify.head import Head
 from headstart.classify.heads import HEADS, make_estimator, options_of
 from headstart.classify.persist import save_head
@@ -58,6 +59,8 @@ def fit_heads(
     class_weight: str = "none",
     plots: bool = True,
     log: Callable[[str], None] | None = None,
+    exclude: str | Path | None = None,
+    exclude_kinds: str | Sequence[str] | None = None,
     **head_options,
 ) -> list[FitResult]:
     """Fit each head in `models` on the same split of the store `features`.
@@ -68,6 +71,9 @@ def fit_heads(
     out_dir: heads are written to out_dir/<model>/; None writes nothing.
     plots: draw the PNG plots (matplotlib) into each head's directory.
     log: called with one line of progress at a time (e.g. print to stderr).
+    exclude: an issues.csv from audit-features; the rows it flags with one of
+        `exclude_kinds` (default: every kind) leave train and validation, the test split
+        stays as it is (see headstart.classify.exclude); recorded in metrics["excluded"].
     head_options: C (logreg); hidden_units, dropout, epochs, patience, batch_size,
         learning_rate, verbose (softmax). None keeps a head's default.
     """
@@ -78,11 +84,22 @@ def fit_heads(
     estimators = {model: make_estimator(model, seed=seed, class_weight=class_weight,
                                         **head_options) for model in models}
     check_split_option(split)
+    if exclude is not None:
+        exclude_kinds = parse_kinds(exclude_kinds)
+        check_exclude_file(exclude)
     data = load_dataset(features)
     chosen = resolve_split(hashes=data.hashes, labels=data.labels, classes=data.classes,
                            seed=seed, split=split, given=data.given_splits, source=features)
     assignment, split_info = chosen.assignment, chosen.info
     rows = {name: chosen.rows(name) for name in SPLITS}
+    excluded = None
+    if exclude is not None:
+        mask, excluded = excluded_rows(exclude, exclude_kinds, store_paths=data.paths,
+                                       assignment=assignment, store=features)
+        rows = {name: r[~mask[r]] for name, r in rows.items()}
+        _check_left(data, rows, exclude)
+        log(f"excluded {excluded['images']:,} images flagged in {exclude} from train and "
+            "validation")
     log(f"{data.source}: {len(data.labels):,} images of {len(data.classes)} classes, "
         f"{data.dim} features; {report.split_text(split_info)}: "
         + ", ".join(f"{name} {len(r):,}" for name, r in rows.items()))
@@ -103,7 +120,8 @@ def fit_heads(
             probabilities=probabilities, fit_seconds=seconds,
             extra={"selection": _selection(estimator), "parameters": _parameters(estimator),
                    "options": head.meta["options"], "store": head.meta["store"],
-                   "split": split_info, "versions": head.meta["versions"]})
+                   "split": split_info, "versions": head.meta["versions"],
+                   **({"excluded": excluded} if excluded else {})})
         directory = None
         if out_dir is not None:
             directory = Path(out_dir) / model
@@ -111,6 +129,19 @@ def fit_heads(
                            probabilities["test"], plots)
         results.append(FitResult(model, head, metrics, estimator, directory))
     return results
+
+
+def _check_left(data: Dataset, rows: dict, exclude: str | Path) -> None:
+    """Refuse an exclusion that leaves some class without train or validation images."""
+    for name in ("train", "validation"):
+        present = set(np.unique(data.labels[rows[name]]).tolist())
+        gone = [c for i, c in enumerate(data.classes)
+                if i not in present and (data.labels == i).any()]
+        if gone:
+            raise ClassifyError(
+                f"Excluding the rows flagged in '{exclude}' leaves class '{gone[0]}' without "
+                f"{name} images; delete some of its lines from that file or choose fewer "
+                "--exclude-kinds.")
 
 
 def _head(model: str, estimator, data: Dataset, split_info: dict) -> Head:

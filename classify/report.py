@@ -128,7 +128,19 @@ def format_header(metrics: dict) -> str:
     split = metrics["split"]
     per_class = ", ".join(f"{name} {sum(n.values()):,}" for name, n in split["counts"].items())
     total = sum(sum(n.values()) for n in split["counts"].values())
-    return f"{metrics['store']['path']}: {total:,} images ({per_class}); {split_text(split)}"
+    header = f"{metrics['store']['path']}: {total:,} images ({per_class}); {split_text(split)}"
+    return header + (f"\n{excluded_text(metrics['excluded'])}" if "excluded" in metrics else "")
+
+
+def excluded_text(excluded: dict) -> str:
+    """'excluded 12 images flagged in audit/issues.csv (sha256 ...): train label 5, ...'."""
+    parts = [f"{split} {kind} {n:,}" for split, kinds in excluded["counts"].items()
+             for kind, n in kinds.items() if n]
+    kept = sum(excluded["flagged_in_test_kept"].values())
+    return (f"excluded {excluded['images']:,} images flagged in {excluded['file']} (sha256 "
+            f"{excluded['sha256'][:12]}, kinds {', '.join(excluded['kinds'])}) from train and "
+            f"validation: {', '.join(parts) or 'none'}; test split unchanged"
+            + (f" ({kept:,} flags in test kept)" if kept else ""))
 
 
 def format_summary(results: Sequence[dict]) -> str:

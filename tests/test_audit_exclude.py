@@ -1,0 +1,109 @@
+"""fit-head --exclude issues.csv: flagged rows leave train and validation, test stays."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from helpers import make_store, separable
+
+from headstart.audit import audit_store, write_audit
+from headstart.classify import fit_head
+from headstart.classify.cli import fit_head_main
+from headstart.classify.split import SPLITS, read_split_csv
+from headstart.errors import ClassifyError
+from headstart.features import open_store, sha256_file
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    X, y = separable(n=400, dim=16)
+    return make_store(tmp_path_factory.mktemp("ex") / "features.h5", X, y,
+                      classes=["Cat", "Dog"])
+
+
+@pytest.fixture(scope="module")
+def baseline(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("base")
+    result = fit_head(store, model="logreg", out_dir=out, plots=False, C=0.01)
+    return result, read_split_csv(out / "logreg" / "split.csv")
+
+
+def write_issues(path, lines):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "issue", "score", "given_label", "suggested_label",
+                         "partner_path"])
+        for p, kind in lines:
+            writer.writerow([p, kind, "0.5", "", "", ""])
+    return path
+
+
+def test_flagged_rows_leave_train_and_validation_and_test_is_unchanged(store, baseline,
+                                                                       tmp_path):
+    before, split = baseline
+    by_split = {name: [p for p, s in split.items() if s == name] for name in SPLITS}
+    lines = ([(p, "label") for p in by_split["train"][:10]]
+             + [(p, "duplicate") for p in by_split["validation"][:3]]
+             + [(p, "label") for p in by_split["test"][:5]]
+             + [(by_split["train"][0], "outlier")])  # one image, two kinds
+    issues = write_issues(tmp_path / "issues.csv", lines)
+    after = fit_head(store, model="logreg", out_dir=tmp_path / "heads", plots=False, C=0.01,
+                     exclude=issues)
+    excluded = after.metrics["excluded"]
+    assert excluded["images"] == 13
+    assert excluded["counts"] == {"train": {"conflict": 0, "leak": 0, "duplicate": 0,
+                                            "label": 10, "outlier": 1},
+                                  "validation": {"conflict": 0, "leak": 0, "duplicate": 3,
+                                                 "label": 0, "outlier": 0}}
+    assert excluded["flagged_in_test_kept"]["label"] == 5
+    assert excluded["sha256"] == sha256_file(issues)
+    assert after.metrics["train"]["n"] == before.metrics["train"]["n"] - 10
+    assert after.metrics["validation"]["n"] == before.metrics["validation"]["n"] - 3
+    assert after.metrics["test"]["n"] == before.metrics["test"]["n"]
+    saved = json.loads((tmp_path / "heads" / "logreg" / "metrics.json").read_text())
+    assert saved["excluded"] == excluded
+    only = fit_head(store, model="logreg", out_dir=None, C=0.01, exclude=issues,
+                    exclude_kinds="duplicate")
+    assert only.metrics["excluded"]["images"] == 3
+    assert only.metrics["train"]["n"] == before.metrics["train"]["n"]
+
+
+def test_exclusion_errors_are_one_sentence_before_any_fit(store, tmp_path, capsys):
+    issues = write_issues(tmp_path / "issues.csv", [("Cat/99999.jpg", "label")])
+    with pytest.raises(ClassifyError, match="was written for another store"):
+        fit_head(store, out_dir=None, exclude=issues)
+    with pytest.raises(ClassifyError, match="--exclude-kinds must be a comma-separated list"):
+        fit_head(store, out_dir=None, exclude=issues, exclude_kinds="labels")
+    with pytest.raises(ClassifyError, match="No issues file at"):
+        fit_head(store, out_dir=None, exclude=tmp_path / "missing.csv")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ClassifyError, match="no 'path' and 'issue' columns"):
+        fit_head(store, out_dir=None, exclude=tmp_path / "bad.csv")
+    assert fit_head_main(["--features", str(store), "--exclude-kinds", "label", "-o",
+                          str(tmp_path / "h"), "-q"]) == 2
+    assert "--exclude-kinds needs --exclude" in capsys.readouterr().err
+
+
+def test_audit_then_fit_without_the_flagged_images(tmp_path, capsys):
+    """The flow a user follows: audit, read issues.csv, fit again without what it flags."""
+    X, y = separable(n=500, dim=16, seed=3)
+    flipped = np.random.default_rng(3).choice(len(y), 25, replace=False)
+    y[flipped] ^= 1
+    store = make_store(tmp_path / "features.h5", X, y, classes=["Cat", "Dog"])
+    write_audit(audit_store(store), tmp_path / "audit", thumbnails=False)
+    assert fit_head_main(["--features", str(store), "--exclude",
+                          str(tmp_path / "audit" / "issues.csv"), "--exclude-kinds", "label",
+                          "-o", str(tmp_path / "heads"), "--no-plots", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "excluded" in out and "test split unchanged" in out
+    metrics = json.loads((tmp_path / "heads" / "logreg" / "metrics.json").read_text())
+    with open_store(store) as s:
+        paths = s.paths
+    flagged_paths = {paths[i] for i in flipped}
+    with open(tmp_path / "audit" / "issues.csv", newline="") as handle:
+        labelled = {line["path"] for line in csv.DictReader(handle) if line["issue"] == "label"}
+    assert len(labelled & flagged_paths) >= 0.8 * len(labelled)
+    assert sum(metrics["excluded"]["counts"]["train"].values()) > 0
