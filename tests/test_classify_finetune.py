@@ -194,3 +194,23 @@ def test_augmentation_flips_and_crops_within_bounds_deterministically():
     flipped = [o for o in outs if np.array_equal(o, pixels[:, ::-1])]
     unchanged = [o for o in outs if np.array_equal(o, pixels)]
     assert len(flipped) + len(unchanged) < 40  # most are cropped as well
+
+
+def test_a_checkpoint_is_committed_by_its_state_file_alone(tmp_path):
+    checkpoint = Checkpoint(tmp_path / "checkpoint")
+    weights = [np.arange(3.0), np.ones((2, 2), np.float32)]
+    state = checkpoint.save({"epoch": 1, "settings": {}}, {"last": weights, "best": weights})
+    assert state["files"] == {"last": "last-0001.npz", "best": "last-0001.npz"}  # written once
+    # Killed after epoch 2's arrays were renamed into place, before its state.json was.
+    (checkpoint.directory / "last-0002.npz").write_bytes(b"not committed")
+    loaded = checkpoint.load()
+    assert loaded["epoch"] == 1
+    for saved, original in zip(checkpoint.arrays(loaded, "last"), weights, strict=True):
+        np.testing.assert_array_equal(saved, original)
+    state = checkpoint.save({**loaded, "epoch": 2}, {"last": [np.zeros(3)]})
+    assert state["files"] == {"last": "last-0002.npz", "best": "last-0001.npz"}
+    assert sorted(p.name for p in checkpoint.directory.iterdir()) == [
+        "last-0001.npz", "last-0002.npz", "state.json"]
+    (checkpoint.directory / "state.json").write_text("{")
+    with pytest.raises(ClassifyError, match="checkpoint in .* is damaged.*delete that folder"):
+        checkpoint.load()
