@@ -138,12 +138,17 @@ def saved_model_agreement(path: Path, pixels: np.ndarray, encoded: list[bytes],
 
 
 def bench_fine_tune(work: Path, epochs: int, batch_size: int, patience: int) -> dict:
+    """fine-tune as a user runs it. A finished result in the work folder is reused (the
+    command says so and exits); an interrupted one resumes. metrics.json's train_seconds
+    adds up the epochs of every run."""
     out = work / "finetuned"
+    done_before = (out / "metrics.json").is_file()
     wall = run("fine-tune", "--features", work / "features.h5", "--head",
                work / "heads" / "softmax", "-o", out, "--epochs", epochs, "--batch-size",
                batch_size, "--patience", patience)
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"wall_s": wall, "epochs": epochs, "batch_size": batch_size, "metrics": metrics}
+    return {"wall_s": None if done_before else wall, "epochs": epochs,
+            "batch_size": batch_size, "metrics": metrics}
 
 
 def markdown(report: dict) -> str:
@@ -180,10 +185,11 @@ def markdown(report: dict) -> str:
                 out.append(f"| {split} {key.replace('_', ' ')} ({n} photos) | {cells[0]} | "
                            f"{cells[1]} |")
         params = metrics["parameters"]
+        wall = f", whole command {tune['wall_s']:.0f} s" if tune["wall_s"] else ""
         out += ["", f"Trainable {params['trainable']:,}, frozen {params['non_trainable']:,}; "
                 f"training {metrics['train_seconds']:.0f} s "
                 f"({metrics['train_seconds'] / metrics['selection']['epochs_run']:.0f} s per "
-                f"epoch), whole command {tune['wall_s']:.0f} s.", ""]
+                f"epoch, validation included){wall}.", ""]
     return "\n".join(out)
 
 

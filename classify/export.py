@@ -235,7 +235,7 @@ def save_signatures(model, path: Path, classes: list[str]) -> None:
         def from_images(self, images):
             pixels = tf.map_fn(decode, images,
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
-            return outputs(model(pixels, training=False))
+            return self.from_pixels(pixels)  # one trace of the model serves both
 
     module = Classifier()
     tf.saved_model.save(module, str(path), signatures={

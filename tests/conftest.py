@@ -59,11 +59,11 @@ def cached_backbones(monkeypatch, backbone_cache):
 
 @pytest.fixture(scope="session")
 def deployable(tmp_path_factory):
-    """The sample photos extracted with a small real backbone, and both heads fitted on them.
+    """The sample photos extracted with a small real backbone, and a softmax head fitted on them.
 
     MobileNet (3.2M parameters) with weights from `helpers.calibrated_weights`: what the
     export and fine-tune tests build, save, convert and train, seconds each on a CPU.
-    Fields: weights, images, store, heads (folder with logreg/ and softmax/), seed.
+    Fields: weights, images, store, heads (a folder with softmax/), seed.
     """
     from types import SimpleNamespace
 
@@ -81,6 +81,6 @@ def deployable(tmp_path_factory):
                          "--weights", str(weights), "-q"]) == 0
     seed = first_usable_seed(store)
     heads = root / "heads"
-    assert fit_head_main(["--features", str(store), "--model", "both", "-o", str(heads),
+    assert fit_head_main(["--features", str(store), "--model", "softmax", "-o", str(heads),
                           "--seed", str(seed), "--no-plots", "-q"]) == 0
     return SimpleNamespace(weights=weights, images=images, store=store, heads=heads, seed=seed)
