@@ -97,8 +97,9 @@ def bench_export(work: Path, photos: Path, kind: str, all_formats: bool) -> dict
     gc.collect()
     if not all_formats:
         return result
-    result.update(saved_model_agreement(out / "saved_model", pixels,
-                                        [f.read_bytes() for f in files], reference))
+    encoded = [f.read_bytes() for f in files]
+    result["TF decode vs headstart's pixels"] = pixel_difference(encoded, pixels)
+    result.update(saved_model_agreement(out / "saved_model", pixels, encoded, reference))
     gc.collect()
     start = time.perf_counter()
     (out / "model_float16.tflite").write_bytes(convert_tflite(out / "saved_model", "float16"))
@@ -119,6 +120,21 @@ def bench_export(work: Path, photos: Path, kind: str, all_formats: bool) -> dict
     result["model_float16.tflite vs model.tflite"] = agreement(lite["model_float16.tflite"],
                                                                lite["model.tflite"])
     return result
+
+
+def pixel_difference(encoded: list[bytes], pixels: np.ndarray) -> dict:
+    """How far the `images` signature's decoding (the same TensorFlow ops) is from PIL's."""
+    import tensorflow as tf
+
+    from headstart.classify.export import decode_in_graph
+
+    levels = []
+    for data, ours in zip(encoded, pixels, strict=True):
+        theirs = decode_in_graph(tf, tf.constant(data), pixels.shape[1]).numpy()
+        levels.append(np.abs(theirs.astype(np.int16) - ours.astype(np.int16)))
+    levels = np.stack(levels)
+    return {"mean_levels": float(levels.mean()), "max_levels": int(levels.max()),
+            "identical": float((levels == 0).mean())}
 
 
 def saved_model_agreement(path: Path, pixels: np.ndarray, encoded: list[bytes],
@@ -169,6 +185,11 @@ def markdown(report: dict) -> str:
                 if isinstance(value, dict) and "max_abs_diff" in value:
                     out.append(f"| {kind}: {name} | {value['max_abs_diff']:.2e} | "
                                f"{value['mean_abs_diff']:.2e} | {value['same_class']:.2%} |")
+        pixels = soft.get("TF decode vs headstart's pixels")
+        if pixels:
+            out += [f"TensorFlow's decode and resize vs headstart's pixels: mean "
+                    f"{pixels['mean_levels']:.2f} levels, max {pixels['max_levels']}, "
+                    f"{pixels['identical']:.1%} identical.", ""]
         out.append("")
     tune = report.get("fine_tune")
     if tune:

@@ -98,22 +98,15 @@ def fine_tune_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", metavar="DIR",
                         help="the image folder, if it moved since extraction (default: the "
                              "folder recorded in the store); files are checked by sha256")
-    parser.add_argument("--epochs", type=argument_type(OPTIONS["epochs"]),
-                        default=_default("epochs"), metavar="N",
-                        help="at most this many epochs (default: %(default)s)")
-    parser.add_argument("--patience", type=argument_type(OPTIONS["patience"]),
-                        default=_default("patience"), metavar="N",
-                        help="stop after this many epochs without a lower validation loss "
-                             "(default: %(default)s)")
-    parser.add_argument("--learning-rate", type=argument_type(OPTIONS["learning_rate"]),
-                        default=_default("learning_rate"), metavar="LR",
-                        help="Adam's learning rate (default: %(default)g)")
-    parser.add_argument("--batch-size", type=argument_type(OPTIONS["batch_size"]),
-                        default=_default("batch_size"), metavar="N",
-                        help="images per step (default: %(default)s)")
-    parser.add_argument("--seed", type=argument_type(OPTIONS["seed"]), default=_default("seed"),
-                        metavar="N", help="decides the order and the augmentation "
-                                          "(default: %(default)s)")
+    for name, metavar, text in (
+            ("epochs", "N", "at most this many epochs"),
+            ("patience", "N", "stop after this many epochs without a lower validation loss"),
+            ("learning_rate", "LR", "Adam's learning rate"),
+            ("batch_size", "N", "images per step"),
+            ("seed", "N", "decides the order and the augmentation")):
+        parser.add_argument("--" + name.replace("_", "-"), type=argument_type(OPTIONS[name]),
+                            default=_default(name), metavar=metavar,
+                            help=f"{text} (default: %(default)s)")
     _add_export_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar or epoch lines on stderr")

@@ -212,15 +212,6 @@ def save_signatures(model, path: Path, classes: list[str]) -> None:
         return {"probabilities": probabilities, "class_index": index,
                 "class_name": tf.gather(names, index)}
 
-    def decode(data):
-        image = tf.cond(
-            tf.io.is_jpeg(data),
-            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
-        image.set_shape([None, None, 3])
-        image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-
     class Classifier(tf.Module):
         def __init__(self):
             super().__init__(name="classifier")
@@ -233,13 +224,29 @@ def save_signatures(model, path: Path, classes: list[str]) -> None:
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         def from_images(self, images):
-            pixels = tf.map_fn(decode, images,
+            pixels = tf.map_fn(lambda data: decode_in_graph(tf, data, size), images,
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
             return self.from_pixels(pixels)  # one trace of the model serves both
 
     module = Classifier()
     tf.saved_model.save(module, str(path), signatures={
         PIXELS_SIGNATURE: module.from_pixels, BYTES_SIGNATURE: module.from_images})
+
+
+def decode_in_graph(tf, data, size: int):
+    """Encoded image bytes (scalar string) -> uint8 (size, size, 3) RGB, in TensorFlow ops.
+
+    What the `images` signature does: JPEG decoded with libjpeg-turbo's accurate integer
+    DCT, other formats by tf.io.decode_image (first frame), bilinear resize with
+    antialiasing, rounded. No EXIF rotation; alpha dropped, not composited on white.
+    """
+    image = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+    image.set_shape([None, None, 3])
+    image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
 def convert_tflite(saved_model: Path, quantize: str = "none") -> bytes:
