@@ -185,12 +185,12 @@ def markdown(report: dict) -> str:
                 if isinstance(value, dict) and "max_abs_diff" in value:
                     out.append(f"| {kind}: {name} | {value['max_abs_diff']:.2e} | "
                                f"{value['mean_abs_diff']:.2e} | {value['same_class']:.2%} |")
+        out.append("")
         pixels = soft.get("TF decode vs headstart's pixels")
         if pixels:
             out += [f"TensorFlow's decode and resize vs headstart's pixels: mean "
                     f"{pixels['mean_levels']:.2f} levels, max {pixels['max_levels']}, "
                     f"{pixels['identical']:.1%} identical.", ""]
-        out.append("")
     tune = report.get("fine_tune")
     if tune:
         metrics = tune["metrics"]

@@ -58,6 +58,7 @@ from headstart.classify.finetune_data import TrainingImages, batches, find_train
 from headstart.classify.fused import build_classifier
 from headstart.classify.persist import HEAD_JSON, WEIGHTS, load_head
 from headstart.classify.plots import plot_history
+from headstart.classify.predict import weights_file
 from headstart.classify.softmax import count_parameters, import_keras
 from headstart.classify.split import SPLITS
 from headstart.errors import ClassifyError, Interrupted, UsageError
@@ -178,10 +179,8 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
     from headstart.extract import Backbone, WeightsSpec, backbone_info
 
     info = backbone_info(model_head.identity.model)
-    recorded = model_head.weights_path if model_head.identity.weights.startswith("sha256:") \
-        else None
     spec = WeightsSpec.from_identity(model_head.identity.weights,
-                                     str(weights_path) if weights_path else recorded)
+                                     weights_file(model_head, weights_path))
     settings = {"store": str(data.source.resolve()), "head": _head_digest(head_dir),
                 "images": _images_digest(found),
                 "unfreeze": unfreeze or default_unfreeze(info.family, info.name),

@@ -82,9 +82,15 @@ def backbone_for_head(head: Head, weights_path: str | Path | None = None):
     """
     from headstart.extract import backbone_for_identity
 
-    recorded = head.weights_path if head.identity.weights.startswith("sha256:") else None
-    path = str(weights_path) if weights_path else recorded
-    return backbone_for_identity(head.identity, weights_path=path)
+    return backbone_for_identity(head.identity, weights_path=weights_file(head, weights_path))
+
+
+def weights_file(head: Head, weights_path: str | Path | None = None) -> str | None:
+    """The weights file to rebuild the head's backbone from: `weights_path` if given, else
+    the one the store recorded when its weights identity is a file's sha256, else None."""
+    if weights_path:
+        return str(weights_path)
+    return head.weights_path if head.identity.weights.startswith("sha256:") else None
 
 
 def predict_store(head: Head, store_path: str | Path) -> Predictions:

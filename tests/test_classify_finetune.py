@@ -100,6 +100,8 @@ def test_a_stopped_run_resumes_at_the_next_epoch_as_if_never_stopped(deployable,
     lines: list[str] = []
     resumed = fine_tune(deployable.store, head_dir, out_dir=out, log=lines.append, **options)
     assert resumed.resumed_after == 1
+    assert resumed.after == resumed.metrics["after"]["test"]["accuracy"]
+    assert resumed.before == resumed.metrics["before"]["test"]["accuracy"]
     assert any(line.startswith("resuming after epoch 1") for line in lines)
     assert [line[:10] for line in lines if line.startswith("epoch ")] == ["epoch 2/2:"]
     assert not checkpoint_dir(out).exists()
