@@ -273,6 +273,7 @@ def disk_size(path: Path) -> int:
 
 
 def versions() -> dict[str, str | None]:
+    """Versions of the packages that made the export (None where one is not installed)."""
     found = {}
     for name in ("headstart", "tensorflow", "keras"):
         try:

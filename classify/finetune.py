@@ -280,7 +280,7 @@ class Trainer:
     """The model, Adam, and compiled steps: one training step, one evaluation pass."""
 
     def __init__(self, keras, tf, model, learning_rate: float):
-        self.tf, self.model = tf, model
+        self.model = model
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(model.trainable_variables)
         loss = keras.losses.SparseCategoricalCrossentropy()
@@ -311,15 +311,19 @@ class Trainer:
         return p / p.sum(axis=1, keepdims=True)
 
     def trainable(self) -> list[np.ndarray]:
+        """Copies of the trainable weights, in model.trainable_variables order."""
         return [v.numpy() for v in self.model.trainable_variables]
 
     def set_trainable(self, values: list[np.ndarray]) -> None:
+        """Assign weights saved by `trainable`; ClassifyError if their shapes differ."""
         _assign(self.model.trainable_variables, values, "trainable weights")
 
     def optimizer_state(self) -> list[np.ndarray]:
+        """Copies of Adam's variables: iteration count, learning rate, both moments."""
         return [v.numpy() for v in self.optimizer.variables]
 
     def set_optimizer_state(self, values: list[np.ndarray]) -> None:
+        """Assign variables saved by `optimizer_state`; ClassifyError if they differ."""
         _assign(self.optimizer.variables, values, "optimizer variables")
 
 
