@@ -57,7 +57,7 @@ def predict_images(head: Head, inputs: Sequence[str | Path], *, batch_size: int 
     weights_path: the weights file, when the head's features came from one (sha256 is checked);
         default: where the store recorded it.
     """
-    from headstart.extract import backbone_for_identity, embed_files, find_images
+    from headstart.extract import embed_files, find_images
 
     files = find_images([str(p) for p in inputs])
     if not files:
@@ -65,14 +65,32 @@ def predict_images(head: Head, inputs: Sequence[str | Path], *, batch_size: int 
             f"No images found in {', '.join(repr(str(p)) for p in inputs)}; give image files "
             "or folders that contain some."
         )
-    recorded = head.weights_path if head.identity.weights.startswith("sha256:") else None
-    backbone = backbone_for_identity(head.identity, weights_path=weights_path or recorded)
+    backbone = backbone_for_head(head, weights_path)
     embedded = embed_files(files, backbone, batch_size=batch_size)
     skipped = [(str(path), str(reason)) for path, reason in embedded.skipped]
     if not len(embedded.paths):
         return Predictions([], np.zeros((0, len(head.classes))), head.classes, skipped)
     return Predictions([str(p) for p in embedded.paths], head.predict_proba(embedded.rows),
                        head.classes, skipped)
+
+
+def backbone_for_head(head: Head, weights_path: str | Path | None = None):
+    """The extraction backbone that made the head's features (a headstart.extract.Backbone).
+
+    weights_path: the weights file, when the features came from one; default: where the
+    store recorded it. Raises WeightsError when it is missing or its sha256 differs.
+    """
+    from headstart.extract import backbone_for_identity
+
+    return backbone_for_identity(head.identity, weights_path=weights_file(head, weights_path))
+
+
+def weights_file(head: Head, weights_path: str | Path | None = None) -> str | None:
+    """The weights file to rebuild the head's backbone from: `weights_path` if given, else
+    the one the store recorded when its weights identity is a file's sha256, else None."""
+    if weights_path:
+        return str(weights_path)
+    return head.weights_path if head.identity.weights.startswith("sha256:") else None
 
 
 def predict_store(head: Head, store_path: str | Path) -> Predictions:

@@ -12,6 +12,7 @@ from headstart.extract.backbone import (
 )
 from headstart.extract.backbones import BACKBONES, BackboneInfo, backbone_info
 from headstart.extract.catalog import Catalog, find_images, scan
+from headstart.extract.decode import decode_stream, hash_files
 from headstart.extract.images import UnreadableImageError, decode_pixels
 from headstart.extract.job import Job, Summary
 from headstart.extract.labels import LabelSpec
@@ -21,6 +22,6 @@ from headstart.extract.runner import extract_features
 __all__ = [
     "BACKBONES", "Backbone", "BackboneInfo", "Catalog", "Embedded", "FolderError", "Job",
     "LabelSpec", "LabelsError", "Summary", "UnreadableImageError", "WeightsError",
-    "WeightsSpec", "backbone_for_identity", "backbone_info", "decode_pixels", "embed_files",
-    "extract_features", "find_images", "pipeline_identity", "scan",
+    "WeightsSpec", "backbone_for_identity", "backbone_info", "decode_pixels", "decode_stream",
+    "embed_files", "extract_features", "find_images", "hash_files", "pipeline_identity", "scan",
 ]

@@ -55,3 +55,32 @@ def cached_backbones(monkeypatch, backbone_cache):
     import headstart.extract.job as job
 
     monkeypatch.setattr(job, "Backbone", lambda spec, **kw: backbone_cache(spec, **kw))
+
+
+@pytest.fixture(scope="session")
+def deployable(tmp_path_factory):
+    """The sample photos extracted with a small real backbone, and a softmax head fitted on them.
+
+    MobileNet (3.2M parameters) with weights from `helpers.calibrated_weights`: what the
+    export and fine-tune tests build, save, convert and train, seconds each on a CPU.
+    Fields: weights, images, store, heads (a folder with softmax/), seed.
+    """
+    from types import SimpleNamespace
+
+    from helpers import calibrated_weights, first_usable_seed
+
+    from headstart.classify.cli import fit_head_main
+    from headstart.extract.cli import main as extract_main
+
+    root = tmp_path_factory.mktemp("deployable")
+    weights = calibrated_weights(root / "mobilenet.weights.h5")
+    images = Path(shutil.copytree(SAMPLE_PETS, root / "pets",
+                                  ignore=shutil.ignore_patterns("*.md")))
+    store = root / "features.h5"
+    assert extract_main([str(images), "-o", str(store), "--backbone", "MobileNet",
+                         "--weights", str(weights), "-q"]) == 0
+    seed = first_usable_seed(store)
+    heads = root / "heads"
+    assert fit_head_main(["--features", str(store), "--model", "softmax", "-o", str(heads),
+                          "--seed", str(seed), "--no-plots", "-q"]) == 0
+    return SimpleNamespace(weights=weights, images=images, store=store, heads=heads, seed=seed)

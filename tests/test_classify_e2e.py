@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import first_usable_seed
 
-from headstart.classify.split import assign_splits, check_split, read_split_csv
-from headstart.errors import ClassifyError
+from headstart.classify.split import read_split_csv
 
 SAMPLE_PETS = Path(__file__).resolve().parents[1] / "examples" / "pets"
 
@@ -31,22 +31,6 @@ def pets_store(tmp_path_factory) -> Path:
     result = run("extract-features", SAMPLE_PETS, "-o", store, "--weights", "none", "-q")
     assert result.returncode == 0, result.stderr
     return store
-
-
-def first_usable_seed(store: Path) -> int:
-    """14 images per class: some seeds leave a class out of the 15% test split."""
-    from headstart.features import open_store
-
-    with open_store(store) as s:
-        hashes, labels, classes = s.hashes, s.labels, s.classes
-    for seed in range(100):
-        try:
-            check_split(assign_splits(hashes, seed=seed), labels, classes, seed=seed,
-                        fractions=(0.7, 0.15, 0.15), source=store)
-            return seed
-        except ClassifyError:
-            continue
-    raise AssertionError("no seed splits the sample photos")
 
 
 @pytest.mark.slow

@@ -1,0 +1,283 @@
+"""export-head: a head and its backbone as one image classifier that runs without headstart.
+
+    from headstart.classify.export import export_head
+    exported = export_head("heads/logreg", "model")     # model/model.keras, model/saved_model/
+
+An export directory holds
+
+    model.keras          keras.Model: pixels uint8 (n, s, s, 3) RGB -> probabilities float32
+                         (n, n_classes); standard layers only (see headstart.classify.fused)
+    saved_model/         TensorFlow SavedModel with two signatures:
+                         serving_default  pixels uint8 (n, s, s, 3)  (what model.keras takes)
+                         images           images string (n,): encoded JPEG/PNG/GIF/BMP bytes,
+                                          decoded and resized to s x s inside the graph
+                         each returning probabilities float32 (n, C), class_index int32 (n,)
+                         and class_name string (n,): the class names travel in the graph
+    model.tflite         with tflite=True: the serving_default signature for TFLite
+                         (model_float16.tflite with quantize="float16": float16 weights)
+    labels.txt           one class name per line, in output order
+    export.json          classes, the exact input, the signatures, the pipeline, versions
+
+"After headstart's resize" means `headstart.extract.decode_pixels(data, s)`: EXIF
+orientation applied, first frame, 8-bit RGB (alpha composited on white), PIL bilinear
+resize to s x s (JPEGs at least 2s on their short side first decoded at reduced size).
+Those pixels give the probabilities of `predict` to within float32 rounding.
+The `images` signature decodes with TensorFlow instead (tf.io.decode_jpeg with
+INTEGER_ACCURATE DCT, tf.image.resize bilinear with antialias, rounded to uint8):
+no EXIF rotation, alpha dropped rather than composited, and pixels that differ from
+PIL's by a few levels, so its probabilities differ slightly (measured in bench/deploy.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from headstart.classify.fused import build_classifier
+from headstart.classify.head import Head
+from headstart.classify.persist import load_head
+from headstart.classify.softmax import import_keras, save_keras
+from headstart.errors import ClassifyError
+from headstart.options import Choice, check_options
+
+FORMAT = "headstart-export"
+FORMAT_VERSION = 1
+EXPORT_JSON = "export.json"
+LABELS = "labels.txt"
+KERAS_FILE = "model.keras"
+SAVED_MODEL = "saved_model"
+PIXELS_SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "images"
+QUANTIZE = ("none", "float16")
+EXPORT_OPTIONS = {"quantize": Choice(QUANTIZE)}
+
+
+def tflite_name(quantize: str) -> str:
+    """model.tflite, or model_float16.tflite for float16 weights."""
+    return "model.tflite" if quantize == "none" else f"model_{quantize}.tflite"
+
+
+@dataclass
+class Exported:
+    """What was written: the directory and each artifact's size in bytes."""
+
+    directory: Path
+    sizes: dict[str, int]  # file or folder name -> bytes (a folder: all files in it)
+    model: object  # the keras.Model that was saved
+
+
+def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = False,
+                quantize: str = "none", weights_path: str | Path | None = None,
+                log: Callable[[str], None] | None = None) -> Exported:
+    """Fuse the backbone recorded with the head at `head_dir` and the head; save in `out_dir`.
+
+    quantize: "none" or "float16" (float16 weights in the TFLite file; implies tflite).
+    weights_path: the extraction's weights file when it moved (its sha256 must match).
+    out_dir is replaced as a whole once everything is written (a kill leaves the old one);
+    it must be absent, empty, or an earlier export.
+    Raises UsageError (options), HeadError (head), WeightsError (weights), ClassifyError
+    (out_dir holds other files), all before the backbone is built.
+    """
+    from headstart.classify.predict import backbone_for_head
+
+    log = log or (lambda line: None)
+    check_options({"quantize": quantize}, EXPORT_OPTIONS)
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    head = load_head(head_dir)
+    backbone = backbone_for_head(head, weights_path)
+    keras, _ = import_keras()
+    model = build_classifier(keras, backbone.model, head, backbone.info.mode)
+    log(f"{head.kind} head on {head.identity.model} {head.identity.layer}: "
+        f"{model.count_params():,} parameters; writing {out_dir}/")
+    details = {"head": {"kind": head.kind, "directory": str(Path(head_dir).resolve())}}
+    staging = staging_dir(out_dir)
+    sizes = write_export(model, staging, head, tflite=tflite or quantize != "none",
+                         quantize=quantize, details=details, log=log)
+    publish(staging, out_dir)
+    return Exported(out_dir, sizes, model)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an output folder that holds anything but an earlier export (nothing is deleted)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ClassifyError(f"'{out_dir}' is a file; give -o a folder name, e.g. model/.")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / EXPORT_JSON).is_file():
+        raise ClassifyError(
+            f"'{out_dir}' already holds files that are not a headstart export (no {EXPORT_JSON}); "
+            "choose another -o folder or empty this one."
+        )
+    parent = out_dir.resolve().parent
+    if not parent.is_dir():
+        raise ClassifyError(f"The folder '{parent}' for '{out_dir}' does not exist; create it.")
+
+
+def staging_dir(out_dir: Path) -> Path:
+    """A fresh hidden sibling of out_dir to write into; leftovers of dead runs are removed."""
+    parent, prefix = out_dir.resolve().parent, f".{out_dir.name}.tmp-"
+    for stale in parent.glob(prefix + "*"):
+        pid = stale.name[len(prefix):]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = parent / f"{prefix}{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish(staging: Path, out_dir: Path) -> None:
+    """Put the finished `staging` folder at `out_dir`, replacing an earlier export whole."""
+    out_dir = out_dir.resolve()
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_export(model, directory: Path, head: Head, *, tflite: bool = False,
+                 quantize: str = "none", details: dict | None = None,
+                 log: Callable[[str], None] = lambda line: None) -> dict[str, int]:
+    """Write model.keras, saved_model/, labels.txt, [TFLite], export.json into `directory`.
+
+    model: a classifier from build_classifier (pixels uint8 (n, s, s, 3) -> (n, C)).
+    head: gives the classes and the feature pipeline recorded in export.json.
+    Returns each artifact's size in bytes.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    save_keras(model, directory / KERAS_FILE)
+    log(f"  {KERAS_FILE}")
+    save_signatures(model, directory / SAVED_MODEL, head.classes)
+    log(f"  {SAVED_MODEL}/ (signatures {PIXELS_SIGNATURE}: pixels, {BYTES_SIGNATURE}: "
+        "encoded bytes)")
+    files = [KERAS_FILE, SAVED_MODEL]
+    if tflite:
+        name = tflite_name(quantize)
+        (directory / name).write_bytes(convert_tflite(directory / SAVED_MODEL, quantize))
+        files.append(name)
+        log(f"  {name}")
+    (directory / LABELS).write_text("".join(f"{c}\n" for c in head.classes), encoding="utf-8")
+    size = int(model.input.shape[1])
+    description = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "classes": list(head.classes),
+        "input": {"name": "pixels", "dtype": "uint8", "shape": [None, size, size, 3],
+                  "channels": "RGB", "range": "0..255",
+                  "resize": f"{head.identity.resize} to {size}x{size} "
+                            "(headstart.extract.decode_pixels)"},
+        "output": {"name": "probabilities", "dtype": "float32", "shape": [None, len(head.classes)],
+                   "classes": "labels.txt, in this order"},
+        "signatures": {
+            PIXELS_SIGNATURE: "pixels uint8 (n, s, s, 3) -> probabilities, class_index, "
+                              "class_name",
+            BYTES_SIGNATURE: "images string (n,) encoded JPEG/PNG/GIF/BMP -> the same outputs; "
+                             "decoded and resized by TensorFlow (no EXIF rotation)"},
+        "preprocessing": f"{head.identity.preprocessing}, inside the model",
+        "pipeline": asdict(head.identity), "files": files + [LABELS],
+        "versions": versions(), **(details or {}),
+    }
+    path = directory / EXPORT_JSON
+    path.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    return {name: disk_size(directory / name) for name in files}
+
+
+def save_signatures(model, path: Path, classes: list[str]) -> None:
+    """A SavedModel with the pixels signature (serving_default) and the encoded-bytes one.
+
+    A tf.Module that tracks the model's TensorFlow variables themselves: each is saved
+    once, and TFLite's converter can freeze them. (Keras 3.15's ExportArchive, which
+    `model.export` uses, saved every variable twice under TensorFlow 2.21, and a module
+    tracking the Keras model instead left TFLite's converter without the weights.)
+    """
+    _, tf = import_keras()
+    size = int(model.input.shape[1])
+    names = tf.constant(list(classes))
+
+    def outputs(probabilities):
+        index = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+        return {"probabilities": probabilities, "class_index": index,
+                "class_name": tf.gather(names, index)}
+
+    class Classifier(tf.Module):
+        def __init__(self):
+            super().__init__(name="classifier")
+            self.tf_variables = [variable.value for variable in model.variables]
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, size, size, 3], tf.uint8, name="pixels")])
+        def from_pixels(self, pixels):
+            return outputs(model(pixels, training=False))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def from_images(self, images):
+            pixels = tf.map_fn(lambda data: decode_in_graph(tf, data, size), images,
+                               fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+            return self.from_pixels(pixels)  # one trace of the model serves both
+
+    module = Classifier()
+    tf.saved_model.save(module, str(path), signatures={
+        PIXELS_SIGNATURE: module.from_pixels, BYTES_SIGNATURE: module.from_images})
+
+
+def decode_in_graph(tf, data, size: int):
+    """Encoded image bytes (scalar string) -> uint8 (size, size, 3) RGB, in TensorFlow ops.
+
+    What the `images` signature does: JPEG decoded with libjpeg-turbo's accurate integer
+    DCT, other formats by tf.io.decode_image (first frame), bilinear resize with
+    antialiasing, rounded. No EXIF rotation; alpha dropped, not composited on white.
+    """
+    image = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+    image.set_shape([None, None, 3])
+    image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def convert_tflite(saved_model: Path, quantize: str = "none") -> bytes:
+    """The serving_default signature of a SavedModel from save_signatures, for TFLite.
+
+    Input "pixels" uint8 (n, s, s, 3); outputs probabilities, class_index, class_name.
+    quantize="float16": weights stored as float16 (about half the size), computed in
+    float32 (TFLite's post-training float16 quantization).
+    """
+    _, tf = import_keras()
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model),
+                                                         signature_keys=[PIXELS_SIGNATURE])
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def disk_size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of the packages that made the export (None where one is not installed)."""
+    found = {}
+    for name in ("headstart", "tensorflow", "keras"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found

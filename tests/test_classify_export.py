@@ -1,0 +1,224 @@
+"""export-head: the fused model agrees with predict, loads without headstart, converts to TFLite."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import SAMPLE_PETS
+
+from headstart.classify import load_head, predict_images
+from headstart.classify.deploy_cli import export_head_main
+from headstart.classify.export import (
+    BYTES_SIGNATURE,
+    PIXELS_SIGNATURE,
+    convert_tflite,
+    export_head,
+    publish,
+    staging_dir,
+)
+from headstart.classify.fused import build_classifier, preprocessing_layers
+from headstart.classify.head import Head, Layer
+from headstart.errors import ClassifyError
+from headstart.extract import WeightsSpec, backbone_info, decode_pixels, pipeline_identity
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "README-deploy.md"
+PHOTOS = sorted(SAMPLE_PETS.glob("*/*.jpg"))
+
+
+def photo_pixels(files, size=224) -> np.ndarray:
+    return np.stack([decode_pixels(f.read_bytes(), size) for f in files])
+
+
+def tflite_probabilities(flatbuffer: bytes, pixels: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # tf.lite.Interpreter points to ai_edge_litert
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    run = interpreter.get_signature_runner(PIXELS_SIGNATURE)
+    return np.concatenate([run(pixels=pixels[i:i + 1])["probabilities"]
+                           for i in range(len(pixels))])
+
+
+@pytest.mark.parametrize("name", ["VGG16", "MobileNet", "DenseNet121", "EfficientNetB0"])
+def test_preprocessing_layers_compute_preprocess_input(name):
+    """One backbone per mode: caffe (exact), tf, torch, inside, against Keras' own function."""
+    from headstart.tf_quiet import import_keras
+
+    keras = import_keras()
+    info = backbone_info(name)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 9, 7, 3), dtype=np.uint8)
+    x = pixels
+    for layer in preprocessing_layers(keras, info.mode):
+        x = layer(x)
+    module = getattr(keras.applications, info.module)
+    expected = module.preprocess_input(pixels.astype(np.float32))
+    assert x.dtype == "float32"
+    if name == "VGG16":
+        np.testing.assert_array_equal(np.asarray(x), expected)
+    else:
+        np.testing.assert_allclose(np.asarray(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_vgg16_classifier_agrees_with_predicts_computation(backbone_cache):
+    """The default backbone (caffe preprocessing, fc2) fused with a head that sees signal."""
+    from headstart.tf_quiet import import_keras
+
+    keras = import_keras()
+    backbone = backbone_cache(WeightsSpec("none"))
+    pixels = photo_pixels(PHOTOS[::7])
+    rows = backbone.embed(pixels)
+    rng = np.random.default_rng(1)
+    head = Head("logreg", ["Cat", "Dog"], rows.mean(0), rows.std(0) + 1e-3,
+                [Layer(rng.normal(0, 0.05, (rows.shape[1], 2)), np.zeros(2), "softmax")],
+                pipeline_identity("none (seed 0)"))
+    expected = head.predict_proba(rows)  # what predict computes from these pixels
+    assert expected[:, 0].std() > 0.05, "the check needs probabilities that vary by photo"
+    model = build_classifier(keras, backbone.model, head, backbone.info.mode)
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), expected, atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def exported(deployable, tmp_path_factory):
+    """The softmax head exported, and predict's probabilities for every photo."""
+    out = tmp_path_factory.mktemp("export") / "model"
+    result = export_head(deployable.heads / "softmax", out)
+    head = load_head(deployable.heads / "softmax")
+    reference = predict_images(head, PHOTOS)
+    assert [Path(p) for p in reference.paths] == PHOTOS
+    assert reference.probabilities[:, 0].std() > 0.05, "probabilities must vary by photo"
+    return result, reference
+
+
+def test_every_format_agrees_with_predict(exported):
+    import keras
+    import tensorflow as tf
+
+    result, reference = exported
+    out = result.directory
+    assert sorted(p.name for p in out.iterdir()) == [
+        "export.json", "labels.txt", "model.keras", "saved_model"]
+    assert (out / "labels.txt").read_text() == "Cat\nDog\n"
+    description = json.loads((out / "export.json").read_text())
+    assert description["input"]["dtype"] == "uint8"
+    assert description["input"]["shape"] == [None, 224, 224, 3]
+    assert set(result.sizes) == {"model.keras", "saved_model"}
+
+    pixels = photo_pixels(PHOTOS)
+    expected = reference.probabilities
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), expected, atol=1e-4, rtol=0)
+
+    saved = tf.saved_model.load(str(out / "saved_model"))
+    served = saved.signatures[PIXELS_SIGNATURE](pixels=tf.constant(pixels))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-4, rtol=0)
+    assert [c.decode() for c in served["class_name"].numpy()] == reference.predicted
+    np.testing.assert_array_equal(served["class_index"].numpy(), expected.argmax(axis=1))
+
+    encoded = tf.constant([p.read_bytes() for p in PHOTOS])
+    decoded = saved.signatures[BYTES_SIGNATURE](images=encoded)["probabilities"].numpy()
+    # TensorFlow's JPEG decoder and resize differ from PIL's by a few levels per pixel.
+    assert np.abs(decoded - expected).max() < 0.1
+    assert (decoded.argmax(1) == expected.argmax(1)).mean() >= 0.9
+
+
+def test_tflite_files_compute_what_the_keras_model_computes(tmp_path):
+    """TFLite conversion on a small classifier (seconds, where a real backbone takes tens):
+    float32 agrees with Keras to float rounding; float16 weights halve the file."""
+    from headstart.classify.export import write_export
+    from headstart.extract.backbones import TF
+    from headstart.tf_quiet import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    pixels_in = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(64, 3, activation="relu", name="conv")(pixels_in)
+    features = keras.Model(pixels_in, keras.layers.GlobalAveragePooling2D()(conv))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    rows = features.predict(pixels / 127.5 - 1, verbose=0)
+    head = Head("softmax", ["a", "b", "c"], rows.mean(0), rows.std(0) + 1e-3,
+                [Layer(rng.normal(0, 0.1, (64, 512)), rng.normal(0, 0.1, 512), "relu"),
+                 Layer(rng.normal(0, 0.1, (512, 3)), np.zeros(3), "softmax")],
+                pipeline_identity("none (seed 0)"))
+    model = build_classifier(keras, features, head, TF)
+    sizes = write_export(model, tmp_path, head, tflite=True)
+    assert (tmp_path / "model.tflite").stat().st_size == sizes["model.tflite"]
+    expected = model.predict(pixels, verbose=0)
+    assert expected.std(axis=0).max() > 0.01, "the check needs probabilities that vary"
+    lite = tflite_probabilities((tmp_path / "model.tflite").read_bytes(), pixels)
+    np.testing.assert_allclose(lite, expected, atol=1e-5, rtol=0)
+    half_file = convert_tflite(tmp_path / "saved_model", "float16")
+    assert len(half_file) < 0.6 * sizes["model.tflite"]
+    # Weights rounded to float16 (relative error up to 2**-11), summed over 512 units.
+    np.testing.assert_allclose(tflite_probabilities(half_file, pixels), expected, atol=5e-3,
+                               rtol=0)
+
+
+def doc_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+
+
+def test_the_documented_example_classifies_a_photo_without_headstart(exported, tmp_path):
+    result, reference = exported
+    blocks = doc_python_blocks()
+    assert len(blocks) == 1, "a Python example was added or removed: check this test"
+    (tmp_path / "model").symlink_to(result.directory)
+    photo = PHOTOS[3]
+    (tmp_path / "photo.jpg").write_bytes(photo.read_bytes())
+    script = "import sys\nsys.modules['headstart'] = None  # any import of headstart fails\n"
+    script += blocks[0]
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.split("\n")
+    expected = reference.probabilities[3]
+    name = reference.classes[int(expected.argmax())]
+    keras_line, bytes_line = (line.split() for line in lines[:2])
+    assert keras_line[0] == name and abs(float(keras_line[1]) - expected.max()) < 1e-4
+    assert bytes_line[0] == name and abs(float(bytes_line[1]) - expected.max()) < 0.1
+
+
+def test_export_refuses_bad_input_before_building_anything(deployable, tmp_path, capsys):
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "mine.jpg").write_bytes(b"x")
+    cases = [
+        (["--head", str(deployable.heads / "softmax"), "-o", str(foreign)],
+         "not a headstart export"),
+        (["--head", str(tmp_path / "nothing"), "-o", str(tmp_path / "m")], "No head at"),
+    ]
+    for argv, message in cases:
+        assert export_head_main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1, err
+    assert export_head_main(["--head", str(deployable.heads / "softmax"), "--quantize",
+                             "int8"]) == 2
+    assert "must be one of none, float16, got int8" in capsys.readouterr().err
+    assert (foreign / "mine.jpg").read_bytes() == b"x"
+    with pytest.raises(ClassifyError, match="is a file"):
+        export_head(deployable.heads / "softmax", foreign / "mine.jpg")
+
+
+def test_publish_replaces_an_export_whole_and_staging_cleans_dead_runs(tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "export.json").write_text("old")
+    (out / "old-only.txt").write_text("old")
+    dead = tmp_path / ".model.tmp-999999999"  # a pid that cannot be running
+    dead.mkdir()
+    staging = staging_dir(out)
+    assert not dead.exists() and staging.is_dir()
+    (staging / "export.json").write_text("new")
+    publish(staging, out)
+    assert (out / "export.json").read_text() == "new"
+    assert not (out / "old-only.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
