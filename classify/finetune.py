@@ -230,6 +230,7 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
                       "stopped_early": state["stopped_early"], "history": state["history"]},
         "images": {"root": str(found.root), "used": len(found.paths), "missing": found.missing,
                    "changed": found.changed, "not_in_split": found.unsplit,
+                   "excluded_by_fit_head": found.excluded,
                    "per_split": {name: int(len(found.rows(name))) for name in SPLITS}},
         "options": {k: v for k, v in settings.items() if k not in ("store", "head", "images")},
         "store": settings["store"], "head": str(head_dir.resolve()),
@@ -421,7 +422,8 @@ def _log_images(found: TrainingImages, log: Callable[[str], None]) -> None:
     log(f"{len(found.paths):,} images in '{found.root}' on the head's split: {counts}")
     for what, paths in (("missing or unreadable", found.missing),
                         ("changed since extraction", found.changed),
-                        ("not in the head's split", found.unsplit)):
+                        ("not in the head's split", found.unsplit),
+                        ("left out by fit-head --exclude", found.excluded)):
         if paths:
             log(f"left out: {len(paths):,} images {what} (first: '{paths[0]}')")
 

@@ -45,14 +45,19 @@ class TrainingImages:
     missing: list[str] = field(default_factory=list)  # recorded but not found or unreadable
     changed: list[str] = field(default_factory=list)  # found with other bytes
     unsplit: list[str] = field(default_factory=list)  # in the store, not in the head's split
+    excluded: list[str] = field(default_factory=list)  # left out by fit-head --exclude
 
     def rows(self, split: str) -> np.ndarray:
         """int64 indices (into paths) of the images in `split`."""
         return np.flatnonzero(self.splits == SPLITS.index(split))
 
 
-def read_head_split(head_dir: Path) -> dict[str, tuple[str, str]]:
-    """path -> (sha256, split) from the head's split.csv; HeadError if it is missing."""
+def read_head_split(head_dir: Path) -> dict[str, tuple[str, str, bool]]:
+    """path -> (sha256, split, excluded) from the head's split.csv; HeadError if it is missing.
+
+    excluded: the head was fitted without the image (`fit-head --exclude`); fine-tune
+    leaves it out too. Files written before that column existed exclude nothing.
+    """
     path = head_dir / SPLIT_CSV
     if not path.is_file():
         raise HeadError(
@@ -61,7 +66,8 @@ def read_head_split(head_dir: Path) -> dict[str, tuple[str, str]]:
         )
     with open(path, newline="", encoding="utf-8") as handle:
         try:
-            return {row["path"]: (row["sha256"], row["split"]) for row in csv.DictReader(handle)}
+            return {row["path"]: (row["sha256"], row["split"], bool(row.get("excluded")))
+                    for row in csv.DictReader(handle)}
         except KeyError as error:
             raise HeadError(f"'{path}' has no {error} column; fit the head again.") from None
 
@@ -88,11 +94,13 @@ def find_training_images(data: Dataset, head: Head, head_dir: Path,
         )
     class_index = {name: i for i, name in enumerate(head.classes)}
     found = hash_files([(p, root / p) for p in data.paths])
-    usable, missing, changed, unsplit = [], [], [], []
+    usable, missing, changed, unsplit, excluded = [], [], [], [], []
     for row, (path, digest) in enumerate(zip(data.paths, data.hashes, strict=True)):
         recorded = split_of.get(path)
         if recorded is None or recorded[0] != digest or recorded[1] not in SPLITS:
             unsplit.append(path)
+        elif recorded[2]:
+            excluded.append(path)
         elif not found.get(path):
             missing.append(path)
         elif found[path] != digest:
@@ -110,7 +118,7 @@ def find_training_images(data: Dataset, head: Head, head_dir: Path,
     labels = np.array([class_index[data.classes[data.labels[r]]] for r in rows], dtype=np.int32)
     splits = np.array([SPLITS.index(split_of[data.paths[r]][1]) for r in rows], dtype=np.int8)
     result = TrainingImages(root, [data.paths[r] for r in rows], [data.hashes[r] for r in rows],
-                            labels, splits, rows, missing, changed, unsplit)
+                            labels, splits, rows, missing, changed, unsplit, excluded)
     empty = [name for name in SPLITS if not len(result.rows(name))]
     if empty:
         raise ClassifyError(

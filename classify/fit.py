@@ -92,7 +92,7 @@ def fit_heads(
                            seed=seed, split=split, given=data.given_splits, source=features)
     assignment, split_info = chosen.assignment, chosen.info
     rows = {name: chosen.rows(name) for name in SPLITS}
-    excluded = None
+    excluded, mask = None, None
     if exclude is not None:
         mask, excluded = excluded_rows(exclude, exclude_kinds, store_paths=data.paths,
                                        assignment=assignment, store=features)
@@ -126,7 +126,7 @@ def fit_heads(
         if out_dir is not None:
             directory = Path(out_dir) / model
             _write_outputs(directory, head, estimator, metrics, data, assignment, rows,
-                           probabilities["test"], plots)
+                           probabilities["test"], plots, excluded=mask)
         results.append(FitResult(model, head, metrics, estimator, directory))
     return results
 
@@ -184,11 +184,13 @@ def _versions(model: str) -> dict:
 
 
 def _write_outputs(directory: Path, head: Head, estimator, metrics: dict, data: Dataset,
-                   assignment: np.ndarray, rows: dict, test_proba: np.ndarray, draw: bool) -> None:
+                   assignment: np.ndarray, rows: dict, test_proba: np.ndarray, draw: bool,
+                   excluded: np.ndarray | None = None) -> None:
     save_head(head, directory)
     report.write_json(metrics, directory / "metrics.json")
     write_split_csv(directory / "split.csv", paths=data.paths, hashes=data.hashes,
-                    labels=data.labels, classes=data.classes, assignment=assignment)
+                    labels=data.labels, classes=data.classes, assignment=assignment,
+                    excluded=excluded)
     with open(directory / "test_predictions.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "class", "predicted", "probability"])

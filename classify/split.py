@@ -240,15 +240,20 @@ def format_fractions(fractions: Sequence[float]) -> str:
 
 def write_split_csv(
     path: str | Path, *, paths: Sequence[str], hashes: Sequence[str], labels: np.ndarray,
-    classes: Sequence[str], assignment: np.ndarray,
+    classes: Sequence[str], assignment: np.ndarray, excluded: np.ndarray | None = None,
 ) -> Path:
-    """One row per image: path, sha256, class, split; reusable without headstart."""
+    """One row per image: path, sha256, class, split, excluded; reusable without headstart.
+
+    excluded: bool (n,), rows left out of fitting by `fit-head --exclude` ("yes"), else "".
+    """
     path = Path(path)
+    excluded = np.zeros(len(paths), dtype=bool) if excluded is None else excluded
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "sha256", "class", "split"])
-        for p, h, label, s in zip(paths, hashes, labels, assignment, strict=True):
-            writer.writerow([p, h, classes[label], SPLITS[s]])
+        writer.writerow(["path", "sha256", "class", "split", "excluded"])
+        for p, h, label, s, out in zip(paths, hashes, labels, assignment, excluded,
+                                       strict=True):
+            writer.writerow([p, h, classes[label], SPLITS[s], "yes" if out else ""])
     return path
 
 

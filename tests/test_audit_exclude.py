@@ -65,6 +65,9 @@ def test_flagged_rows_leave_train_and_validation_and_test_is_unchanged(store, ba
     assert after.metrics["test"]["n"] == before.metrics["test"]["n"]
     saved = json.loads((tmp_path / "heads" / "logreg" / "metrics.json").read_text())
     assert saved["excluded"] == excluded
+    with open(tmp_path / "heads" / "logreg" / "split.csv", newline="") as handle:
+        marked = {row["path"] for row in csv.DictReader(handle) if row["excluded"] == "yes"}
+    assert marked == set(by_split["train"][:10] + by_split["validation"][:3])
     only = fit_head(store, model="logreg", out_dir=None, C=0.01, exclude=issues,
                     exclude_kinds="duplicate")
     assert only.metrics["excluded"]["images"] == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import shutil
@@ -163,6 +164,26 @@ def test_missing_and_changed_images_are_left_out_and_none_usable_is_refused(depl
     (no_split / "split.csv").unlink()
     with pytest.raises(HeadError, match="split.csv' is missing"):
         find_training_images(data, head, no_split, images)
+
+
+def test_images_fit_head_excluded_are_left_out_of_fine_tuning(deployable, tmp_path):
+    """A head fitted with --exclude marks those images in split.csv; fine-tune skips them."""
+    data = load_dataset(deployable.store)
+    head = load_head(deployable.heads / "softmax")
+    head_dir = shutil.copytree(deployable.heads / "softmax", tmp_path / "head")
+    with open(head_dir / "split.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    flagged = [row["path"] for row in rows if row["split"] == "train"][:2]
+    for row in rows:
+        row["excluded"] = "yes" if row["path"] in flagged else ""
+    with open(head_dir / "split.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    found = find_training_images(data, head, head_dir, deployable.images)
+    assert found.excluded == flagged
+    assert not set(flagged) & set(found.paths)
+    assert len(found.paths) == len(data.paths) - 2
 
 
 def test_bad_options_and_other_settings_are_refused_before_the_backbone_is_built(
