@@ -191,7 +191,7 @@ def test_memory_does_not_grow_with_the_number_of_images(tmp_path, cached_backbon
 
     def peak(src, out):
         tracemalloc.start()
-        run(src, out, batch_size=4, flush_rows=8, workers=2)
+        run(src, out, backbone="MobileNetV3Small", batch_size=4, flush_rows=8, workers=2)
         peak_bytes = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return peak_bytes
