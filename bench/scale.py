@@ -286,6 +286,10 @@ def main() -> None:
                                             [2_500, 25_000] if quick else [25_000, 250_000], 100)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    if output.is_file():  # --only: keep the other sections of an earlier run on this machine
+        earlier = json.loads(output.read_text())
+        if earlier.get("machine") == report["machine"]:
+            report = {**earlier, **report}
     output.write_text(json.dumps(report, indent=2, default=str))
     output.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))

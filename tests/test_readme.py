@@ -14,7 +14,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    """The examples that need only headstart's store (the exported model's example needs
+    TensorFlow and an export; tests/test_classify_export.py runs it)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    return [block for block in blocks if "import tensorflow" not in block]
 
 
 def test_readme_python_examples_run_and_never_import_tensorflow(tmp_path):
