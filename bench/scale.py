@@ -172,17 +172,20 @@ def bench_vds(work: Path, rows: int, counts: list[int]) -> dict:
 
 
 def tiny_folder(target: Path, count: int) -> tuple[list[str], list[tuple[int, int]]]:
-    """`count` image files (hard links of one small PNG: cheap to make, real to scan)."""
+    """`count` image files: hard links of a few small PNGs (cheap to make, real to scan;
+    one PNG per 60,000 links, below ext4's limit of 65,000 links to a file)."""
     from PIL import Image
 
-    base = target.parent / f"{target.name}-base.png"
-    Image.new("RGB", (8, 8), (200, 100, 50)).save(base)
     (target / "a").mkdir(parents=True)
-    paths = [f"a/{i:07d}.png" for i in range(count)]
-    for path in paths:
-        os.link(base, target / path)
-    info = os.stat(base)
-    return paths, [(info.st_size, info.st_mtime_ns)] * count
+    paths, stats = [f"a/{i:07d}.png" for i in range(count)], []
+    for first in range(0, count, 60_000):
+        base = target.parent / f"{target.name}-base{first}.png"
+        Image.new("RGB", (8, 8), (200, 100, first % 256)).save(base)
+        info = os.stat(base)
+        for path in paths[first:first + 60_000]:
+            os.link(base, target / path)
+            stats.append((info.st_size, info.st_mtime_ns))
+    return paths, stats
 
 
 def bench_append(work: Path, sizes: list[int], new: int) -> dict:
@@ -270,28 +273,32 @@ def main() -> None:
     only = set(args.only.split(","))
     quick = args.quick
     report: dict = {"machine": machine()}
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        work = Path(tmp)
-        if "shards" in only:
-            report["shards"] = bench_shards(work / "shards", 100 if quick else 400)
-        if "ray" in only:
-            report["ray"] = bench_ray(work / "ray", 100 if quick else 400)
-        if "vds" in only:
-            (work / "vds").mkdir()
-            report["vds"] = bench_vds(work / "vds", 20_000 if quick else 250_000,
-                                      [10, 100] if quick else [10, 100, 1000])
-        if "append" in only or "noop" in only:
-            (work / "append").mkdir()
-            report["append"] = bench_append(work / "append",
-                                            [2_500, 25_000] if quick else [25_000, 250_000], 100)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.is_file():  # --only: keep the other sections of an earlier run on this machine
         earlier = json.loads(output.read_text())
         if earlier.get("machine") == report["machine"]:
             report = {**earlier, **report}
-    output.write_text(json.dumps(report, indent=2, default=str))
-    output.with_suffix(".md").write_text(markdown(report))
+
+    def save(section: str, result: dict) -> None:  # after each section: nothing measured is lost
+        report[section] = result
+        output.write_text(json.dumps(report, indent=2, default=str))
+        output.with_suffix(".md").write_text(markdown(report))
+
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        work = Path(tmp)
+        if "shards" in only:
+            save("shards", bench_shards(work / "shards", 100 if quick else 400))
+        if "ray" in only:
+            save("ray", bench_ray(work / "ray", 100 if quick else 400))
+        if "vds" in only:
+            (work / "vds").mkdir()
+            save("vds", bench_vds(work / "vds", 20_000 if quick else 250_000,
+                                  [10, 100] if quick else [10, 100, 1000]))
+        if "append" in only or "noop" in only:
+            (work / "append").mkdir()
+            save("append", bench_append(work / "append",
+                                        [2_500, 25_000] if quick else [25_000, 250_000], 100))
     print(markdown(report))
 
 

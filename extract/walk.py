@@ -36,10 +36,15 @@ class Walk:
         """Images under root/start (relative paths); files at root level only when `flat`."""
         before = len(self.found)
         seen: set[tuple[int, int]] = set()
-        self._directory(self.root / start, seen, flat=flat, unit=unit)
+        self._directory(self.root / start, seen, flat=flat, unit=unit,
+                        prefix=self._prefix(self.root / start))
         return self.found[before:]
 
-    def _directory(self, directory: Path, seen: set, *, flat: bool, unit: Path | None) -> None:
+    def _directory(self, directory: Path, seen: set, *, flat: bool, unit: Path | None,
+                   prefix: str) -> None:
+        """prefix: the relative path of `directory` plus "/" ("" for the root), so that an
+        entry's relative path is one concatenation (relpath per file was most of a no-op
+        re-run's time on 100,000 files)."""
         try:
             info = os.stat(directory)
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
@@ -52,8 +57,9 @@ class Walk:
             self.ignored.append((self._relative(directory) + "/", "not followed: symlink loop"))
             return
         seen.add(key)
+        at_root = directory == self.root and not flat
         for entry in entries:
-            relative = self._relative(entry.path)
+            relative = prefix + entry.name
             if not valid_utf8(entry.name):
                 self.ignored.append((printable(relative),
                                      "name is not valid UTF-8; rename it"))
@@ -66,9 +72,10 @@ class Walk:
                     if why:
                         self.ignored.append((relative + "/", why))
                         continue
-                self._directory(Path(entry.path), seen, flat=flat, unit=unit)
+                self._directory(Path(entry.path), seen, flat=flat, unit=unit,
+                                prefix=relative + "/")
             elif is_image_name(entry.name):
-                if directory == self.root and not flat:
+                if at_root:
                     self.top_level_images.append(relative)
                     continue
                 self.found.append(relative)
@@ -98,6 +105,10 @@ class Walk:
 
     def _relative(self, path: str | Path) -> str:
         return Path(os.path.relpath(path, self.root)).as_posix()
+
+    def _prefix(self, directory: Path) -> str:
+        relative = self._relative(directory)
+        return "" if relative == "." else relative + "/"
 
 
 def stat_of(entry: os.DirEntry) -> tuple[int, int]:

@@ -52,6 +52,20 @@ def many_images(root: Path, count: int) -> Path:
     return root
 
 
+
+def folder_with_reference(root: Path, count: int, bad: str, bad_bytes: bytes) -> tuple[Path, Path]:
+    """`count` photos (many_images) plus one unreadable file at `bad`, and the store of an
+    uninterrupted single-process run over them with the exact FakeBackbone: what every
+    sharded or distributed run of the same folder must equal."""
+    from headstart.extract import extract_features
+
+    folder = many_images(root / "pets", count)
+    (folder / bad).write_bytes(bad_bytes)
+    reference = root / "reference.h5"
+    extract_features(folder, reference, weights="none", model=FakeBackbone(), progress=False,
+                     log=lambda line: None)
+    return folder, reference
+
 # ---- rows and stores --------------------------------------------------------------------
 
 def random_rows(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

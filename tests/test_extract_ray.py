@@ -9,9 +9,14 @@ import sys
 import numpy as np
 import pytest
 import ray  # noqa: E402 - the test extra installs it, so these always run
-from helpers import TESTS, FakeBackbone, dying_backbone_factory, fake_backbone_factory, many_images
+from helpers import (
+    TESTS,
+    dying_backbone_factory,
+    fake_backbone_factory,
+    folder_with_reference,
+    many_images,
+)
 
-from headstart.extract import extract_features
 from headstart.features import open_store
 
 
@@ -26,13 +31,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ray")
-    folder = many_images(root / "pets", 36)
-    (folder / "Dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
-    reference = root / "reference.h5"
-    extract_features(folder, reference, weights="none", model=FakeBackbone(), progress=False,
-                     log=lambda line: None)
-    return folder, reference
+    return folder_with_reference(tmp_path_factory.mktemp("ray"), 36, "Dog/broken.jpg",
+                                 b"\xff\xd8\xff not a jpeg")
 
 
 def snapshot(path):

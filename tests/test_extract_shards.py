@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FakeBackbone, fake_cli, many_images
+from helpers import FakeBackbone, fake_cli, folder_with_reference
 
 from headstart.errors import StoreError, UsageError
 from headstart.extract import extract_features
@@ -67,13 +67,7 @@ def assert_same(actual, expected):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sharded")
-    folder = many_images(root / "pets", 40)
-    (folder / "Cat" / "empty.jpg").write_bytes(b"")
-    reference = root / "reference.h5"
-    extract_features(folder, reference, weights="none", model=FakeBackbone(), progress=False,
-                     log=lambda line: None)
-    return folder, reference
+    return folder_with_reference(tmp_path_factory.mktemp("sharded"), 40, "Cat/empty.jpg", b"")
 
 
 def test_three_slurm_tasks_side_by_side_then_merge_equal_one_process(folder, tmp_path):
