@@ -121,7 +121,8 @@ def _fit(args: argparse.Namespace) -> int:
     print(report.format_summary(metrics))
     for result in results:
         print("\n" + report.format_details(result.metrics))
-    print("\nsaved (head, metrics.json, split.csv, test_predictions.csv, plots):")
+    plots = "" if args.no_plots else ", plots"
+    print(f"\nsaved (head, metrics.json, split.csv, test_predictions.csv{plots}):")
     for result in results:
         print(f"  {result.out_dir}/")
     if args.assert_min_accuracy is not None:

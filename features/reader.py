@@ -216,7 +216,9 @@ class FeatureStore:
         self._handle = open_h5(self.path)
         try:
             self.index = read_index(self._handle)
-            self.shards = check_shards(self._handle[schema.FEATURES], self.path)
+            # Looked up once: h5py opens the dataset anew on every lookup.
+            self._features = self._handle[schema.FEATURES]
+            self.shards = check_shards(self._features, self.path)
             self.complete = bool(self.index.attrs.get("complete", False)) and not pending
             if require_complete and not self.complete:
                 raise StoreError(_unfinished_message(self.path, pending, self.index.attrs))
@@ -228,7 +230,7 @@ class FeatureStore:
     @property
     def features(self) -> h5py.Dataset:
         """The lazy on-disk array, shape (n_rows, dim); slice it or use load_features()."""
-        return self._handle[schema.FEATURES]
+        return self._features
 
     labels = property(lambda self: self.index.labels)
     paths = property(lambda self: self.index.paths)
