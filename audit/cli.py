@@ -8,18 +8,13 @@ found); 2 bad input (one sentence on stderr: what went wrong, which file, what t
 from __future__ import annotations
 
 import argparse
-import inspect
 
 from headstart.audit.issues import collect, counts
 from headstart.audit.report import plural
 from headstart.audit.run import OPTIONS, _output_dir, audit_store
 from headstart.audit.write import write_audit
 from headstart.cli import run_command
-from headstart.options import argument_type
-
-
-def _default(name: str):
-    return inspect.signature(audit_store).parameters[name].default
+from headstart.options import argument_type, default_of
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,31 +24,32 @@ def parser() -> argparse.ArgumentParser:
                     "bytes under different labels, near duplicates and leakage across "
                     "splits, likely label errors and outliers. Writes report.html (one "
                     "self-contained page), issues.csv and audit.json; changes no file.")
-    p.add_argument("--features", metavar="STORE", default=_default("features"),
+    p.add_argument("--features", metavar="STORE", default=default_of(audit_store, "features"),
                    help="feature store written by extract-features (default: %(default)s)")
     p.add_argument("-o", "--output-dir", metavar="DIR", default="audit",
                    help="where report.html, issues.csv and audit.json go (default: %(default)s)")
-    p.add_argument("--seed", type=int, metavar="N", default=_default("seed"),
+    p.add_argument("--seed", type=int, metavar="N", default=default_of(audit_store, "seed"),
                    help="the split's seed, as for fit-head (default: %(default)s)")
-    p.add_argument("--split", metavar="RULE", default=_default("split"),
+    p.add_argument("--split", metavar="RULE", default=default_of(audit_store, "split"),
                    help="the split rule, as for fit-head: auto, given, hash or TRAIN/VAL/TEST "
                         "percentages (default: %(default)s)")
     p.add_argument("--head", metavar="HEAD_DIR",
                    help="a head from fit-head (e.g. heads/logreg): report its test accuracy on "
                         "all test images and on those without a copy in train or "
                         "validation")
-    p.add_argument("-k", type=argument_type(OPTIONS["k"]), metavar="K", default=_default("k"),
+    p.add_argument("-k", type=argument_type(OPTIONS["k"]), metavar="K",
+                   default=default_of(audit_store, "k"),
                    help="nearest neighbours per image, found once and used by every check "
                         "(default: %(default)s)")
     p.add_argument("--folds", type=argument_type(OPTIONS["folds"]), metavar="N",
-                   default=_default("folds"),
+                   default=default_of(audit_store, "folds"),
                    help="out-of-fold heads for the label check (default: %(default)s)")
     p.add_argument("--C", dest="C", type=argument_type(OPTIONS["C"]), metavar="C",
-                   default=_default("C"),
+                   default=default_of(audit_store, "C"),
                    help="the logreg heads' fixed inverse regularisation strength "
                         "(default: %(default)g)")
     p.add_argument("--neighbours", choices=OPTIONS["neighbours"].values,
-                   default=_default("neighbours_method"),
+                   default=default_of(audit_store, "neighbours_method"),
                    help="exact, faiss (needs headstart[faiss]) or auto: exact up to 100,000 "
                         "images, faiss above (default: %(default)s)")
     p.add_argument("--max-shown", type=argument_type(OPTIONS["max_shown"]), metavar="N",

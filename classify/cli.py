@@ -8,9 +8,7 @@ wrong, which file, what to do); 3 the store is busy; 4 disk full or I/O error.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
-from collections.abc import Callable
 
 from headstart.classify import report
 from headstart.classify.exclude import ISSUE_KINDS
@@ -27,13 +25,9 @@ from headstart.classify.predict import (
 from headstart.classify.softmax import SoftmaxHead
 from headstart.cli import run_command
 from headstart.errors import EXIT_CHECK_FAILED, ClassifyError
-from headstart.options import Range, argument_type
+from headstart.options import Range, argument_type, default_of
 
 BOTH = "both"
-
-
-def _default(function: Callable, name: str):
-    return inspect.signature(function).parameters[name].default
 
 
 def _typed(estimator, name: str):
@@ -49,24 +43,26 @@ def fit_head_parser() -> argparse.ArgumentParser:
         prog="fit-head",
         description="Fit a classifier head on stored VGG16 features, choose its settings on the "
                     "validation split, report it once on the test split, and save it.")
-    parser.add_argument("--features", metavar="STORE", default=_default(fit_heads, "features"),
+    parser.add_argument("--features", metavar="STORE", default=default_of(fit_heads, "features"),
                         help="feature store written by extract-features (default: %(default)s)")
-    parser.add_argument("--model", choices=(*HEADS, BOTH), default=_default(fit_heads, "models")[0],
+    parser.add_argument("--model", choices=(*HEADS, BOTH),
+                        default=default_of(fit_heads, "models")[0],
                         help="which head to fit; 'both' fits each on the same split and prints "
                              "them side by side (default: %(default)s)")
-    parser.add_argument("-o", "--output-dir", metavar="DIR", default=_default(fit_heads, "out_dir"),
+    parser.add_argument("-o", "--output-dir", metavar="DIR",
+                        default=default_of(fit_heads, "out_dir"),
                         help="each head goes to DIR/<model>/ (default: %(default)s)")
-    parser.add_argument("--seed", type=int, metavar="N", default=_default(fit_heads, "seed"),
+    parser.add_argument("--seed", type=int, metavar="N", default=default_of(fit_heads, "seed"),
                         help="decides the split and the softmax initialisation "
                              "(default: %(default)s)")
-    parser.add_argument("--split", metavar="RULE", default=_default(fit_heads, "split"),
+    parser.add_argument("--split", metavar="RULE", default=default_of(fit_heads, "split"),
                         help="'auto': the train/validation/test folders' split when the store "
                              "was extracted from such folders, else 'hash'; 'given': the "
                              "folders' split; 'hash': 70/15/15 by image content; or "
                              "TRAIN/VAL/TEST percentages for the hash rule, e.g. 80/10/10 "
                              "(default: %(default)s)")
     parser.add_argument("--class-weight", choices=CLASS_WEIGHTS,
-                        default=_default(fit_heads, "class_weight"),
+                        default=default_of(fit_heads, "class_weight"),
                         help="'balanced' weights each class inversely to its frequency "
                              "(default: %(default)s)")
     parser.add_argument("--assert-min-accuracy", type=argument_type(Range(float, 0, 1)),
@@ -158,7 +154,7 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", metavar="FILE",
                         help="also write every prediction to FILE (.csv or .json)")
     parser.add_argument("--batch-size", type=argument_type(Range(int, 1)), metavar="N",
-                        default=_default(predict_images, "batch_size"),
+                        default=default_of(predict_images, "batch_size"),
                         help="images per backbone batch (default: %(default)s)")
     parser.add_argument("--weights", metavar="PATH",
                         help="the weights file the store was extracted with, if it moved "

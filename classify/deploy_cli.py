@@ -8,7 +8,6 @@ sentence on stderr: what went wrong, which file, what to do); 4 disk full or I/O
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
 from tqdm import tqdm
@@ -16,11 +15,7 @@ from tqdm import tqdm
 from headstart.classify.export import EXPORT_OPTIONS, QUANTIZE, export_head
 from headstart.classify.finetune import OPTIONS, checkpoint_dir, fine_tune, format_comparison
 from headstart.cli import run_command
-from headstart.options import argument_type
-
-
-def _default(name: str):
-    return inspect.signature(fine_tune).parameters[name].default
+from headstart.options import argument_type, default_of
 
 
 def _stderr(line: str) -> None:
@@ -84,9 +79,9 @@ def fine_tune_parser() -> argparse.ArgumentParser:
                     "train them with the head at a low learning rate on the store's images, "
                     "on the head's split; report test accuracy before and after; save the "
                     "result as export-head does. GPU work; resumable after a kill.")
-    parser.add_argument("--features", metavar="STORE", default=_default("features"),
+    parser.add_argument("--features", metavar="STORE", default=default_of(fine_tune, "features"),
                         help="the store the head was fitted on (default: %(default)s)")
-    parser.add_argument("--head", default=_default("head"),
+    parser.add_argument("--head", default=default_of(fine_tune, "head"),
                         help="head directory written by fit-head (default: %(default)s)")
     parser.add_argument("-o", "--output-dir", metavar="DIR",
                         help="where the fine-tuned model goes (default: finetuned/ beside "
@@ -105,7 +100,7 @@ def fine_tune_parser() -> argparse.ArgumentParser:
             ("batch_size", "N", "images per step"),
             ("seed", "N", "decides the order and the augmentation")):
         parser.add_argument("--" + name.replace("_", "-"), type=argument_type(OPTIONS[name]),
-                            default=_default(name), metavar=metavar,
+                            default=default_of(fine_tune, name), metavar=metavar,
                             help=f"{text} (default: %(default)s)")
     _add_export_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true",

@@ -10,7 +10,8 @@ pattern is scikit-learn's `_parameter_constraints`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,3 +104,8 @@ def argument_type(constraint: Constraint):
 
     parse.__name__ = "value"  # argparse names the type in its messages
     return parse
+
+
+def default_of(function: Callable, name: str) -> Any:
+    """The default of `function`'s keyword `name`: a command's default is its library's."""
+    return inspect.signature(function).parameters[name].default
