@@ -15,7 +15,6 @@ Both depend only on (seed, epoch, image), and the order of each epoch only on
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from PIL import Image
 
 from headstart.classify.dataset import Dataset
 from headstart.classify.head import Head
-from headstart.classify.split import SPLITS
+from headstart.classify.split import SPLITS, read_split_rows
 from headstart.errors import ClassifyError, HeadError
 
 SPLIT_CSV = "split.csv"
@@ -64,12 +63,10 @@ def read_head_split(head_dir: Path) -> dict[str, tuple[str, str, bool]]:
             f"'{path}' is missing, so the split the head was fitted on is unknown; fit the "
             "head again with fit-head (it writes split.csv)."
         )
-    with open(path, newline="", encoding="utf-8") as handle:
-        try:
-            return {row["path"]: (row["sha256"], row["split"], bool(row.get("excluded")))
-                    for row in csv.DictReader(handle)}
-        except KeyError as error:
-            raise HeadError(f"'{path}' has no {error} column; fit the head again.") from None
+    try:
+        return read_split_rows(path)
+    except KeyError as error:
+        raise HeadError(f"'{path}' has no {error} column; fit the head again.") from None
 
 
 def find_training_images(data: Dataset, head: Head, head_dir: Path,

@@ -257,7 +257,17 @@ def write_split_csv(
     return path
 
 
+def read_split_rows(path: str | Path) -> dict[str, tuple[str, str, bool]]:
+    """path -> (sha256, split, excluded), as written by write_split_csv.
+
+    Files written before the `excluded` column existed exclude nothing. Raises KeyError
+    naming a missing column.
+    """
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["path"]: (row["sha256"], row["split"], bool(row.get("excluded")))
+                for row in csv.DictReader(handle)}
+
+
 def read_split_csv(path: str | Path) -> dict[str, str]:
     """path -> split name, as written by write_split_csv."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {row["path"]: row["split"] for row in csv.DictReader(handle)}
+    return {name: split for name, (_, split, _) in read_split_rows(path).items()}
