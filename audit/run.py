@@ -26,7 +26,7 @@ from headstart.audit import duplicates, labels, neighbours, outliers, thresholds
 from headstart.classify.dataset import load_dataset
 from headstart.classify.persist import load_head
 from headstart.classify.split import SPLITS, check_split_option, resolve_split
-from headstart.errors import ClassifyError, HeadError, UsageError
+from headstart.errors import ClassifyError, UsageError
 from headstart.features import open_store
 from headstart.options import Choice, Range, check_options
 
@@ -108,11 +108,7 @@ def _load_head(path: str | Path | None, store) -> object | None:
     if path is None:
         return None
     head = load_head(path)
-    head.check_matches(store.identity, store.dim, str(store.path))
-    if list(head.classes) != list(store.classes):
-        raise HeadError(
-            f"The head in '{path}' knows classes {head.classes} but '{store.path}' has "
-            f"{list(store.classes)}; give a head fitted on this store.")
+    head.check_matches(store.identity, store.dim, str(store.path), classes=store.classes)
     return head
 
 

@@ -173,7 +173,7 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
         log(f"'{out_dir}' already holds a finished fine-tune; delete it to run again.")
         return FineTuneResult(out_dir, done, 0, already_done=True)
     data = load_dataset(features)
-    model_head.check_matches(data.identity, data.dim, str(features))
+    model_head.check_matches(data.identity, data.dim, str(features), classes=data.classes)
     found = find_training_images(data, model_head, head_dir, images)
     _log_images(found, log)
     from headstart.extract import Backbone, WeightsSpec, backbone_info

@@ -9,6 +9,7 @@ evaluation, `predict`, and a user's own numpy all compute probabilities the same
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,8 +87,11 @@ class Head:
         """Class name of each row."""
         return [self.classes[i] for i in self.predict_proba(features).argmax(axis=1)]
 
-    def check_matches(self, identity: Identity, dim: int, source: str) -> None:
-        """Refuse features made by another model, layer, weights or pipeline, or of another size."""
+    def check_matches(self, identity: Identity, dim: int, source: str,
+                      classes: Sequence[str] | None = None) -> None:
+        """Refuse features made by another model, layer, weights or pipeline, or of another size;
+        with `classes` (commands that compare the store's labels with the head's: audit,
+        fine-tune), also a store whose classes are not the head's, in the same order."""
         differences = [d for d in self.identity.differences(identity)
                        if d.split(":")[0] in MATCH_KEYS]
         if differences:
@@ -99,4 +103,9 @@ class Head:
             raise HeadError(
                 f"The {self.kind} head expects {self.n_features} features per image but "
                 f"'{source}' has {dim}; fit a head on this store instead."
+            )
+        if classes is not None and list(classes) != list(self.classes):
+            raise HeadError(
+                f"The {self.kind} head knows classes {list(self.classes)} but '{source}' has "
+                f"{list(classes)}; give a head fitted on this store."
             )

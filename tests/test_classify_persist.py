@@ -116,3 +116,12 @@ def test_features_of_another_size_are_refused(fitted):
     with pytest.raises(HeadError, match=message):
         head.check_matches(other, 32, "other.h5")
     head.check_matches(replace(IDENTITY, dtype="float16"), 32, "half.h5")  # same features
+
+
+def test_a_store_of_other_classes_is_refused_where_labels_are_compared(fitted):
+    """audit-features and fine-tune compare the store's labels with the head's classes."""
+    head = load_head(fitted[1]["logreg"].out_dir)
+    head.check_matches(IDENTITY, 32, "same.h5", classes=head.classes)
+    with pytest.raises(HeadError, match=r"knows classes .* but 'pets.h5' has \['cat', 'dog'\]"):
+        head.check_matches(IDENTITY, 32, "pets.h5", classes=["cat", "dog"])
+    head.check_matches(IDENTITY, 32, "any.h5")  # predict: no class check
