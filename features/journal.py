@@ -25,7 +25,7 @@ import numpy as np
 
 from headstart.errors import StoreError
 from headstart.features import schema
-from headstart.features.reader import open_h5, part_files, parts_dir, read_index
+from headstart.features.reader import Index, open_h5, part_files, parts_dir, read_index
 from headstart.features.store_file import write_store
 
 PART_PATTERN = re.compile(r"part-(\d+)\.h5$")
@@ -85,17 +85,24 @@ def read_records(files: Sequence[Path], identity: schema.Identity | None = None,
                 f"'{file}' takes its labels from {index.label_source}, but this run takes them "
                 f"from {label_source}; write to another -o file or delete it to start over."
             )
-        names = index.label_names()
-        splits = index.splits or [""] * len(index.paths)
-        sizes = index.sizes.tolist() if index.sizes is not None else [-1] * len(index.paths)
-        mtimes = index.mtimes.tolist() if index.mtimes is not None else [-1] * len(index.paths)
-        for row, values in enumerate(zip(index.paths, index.hashes, names, splits, sizes, mtimes,
-                                         strict=True)):
-            path, sha, label, split, size, mtime = values
-            records[path] = Record(source, row, sha, None, label, split, size, mtime)
-        for skipped in index.skipped:
-            records[skipped.path] = Record(source, None, skipped.sha256, skipped.reason,
-                                           size=skipped.size, mtime_ns=skipped.mtime_ns)
+        records.update(index_records(index, source))
+    return records
+
+
+def index_records(index: Index, source: int) -> dict[str, Record]:
+    """The record of every row and skipped file of one file's index (see read_index)."""
+    records: dict[str, Record] = {}
+    names = index.label_names()
+    splits = index.splits or [""] * len(index.paths)
+    sizes = index.sizes.tolist() if index.sizes is not None else [-1] * len(index.paths)
+    mtimes = index.mtimes.tolist() if index.mtimes is not None else [-1] * len(index.paths)
+    for row, values in enumerate(zip(index.paths, index.hashes, names, splits, sizes, mtimes,
+                                     strict=True)):
+        path, sha, label, split, size, mtime = values
+        records[path] = Record(source, row, sha, None, label, split, size, mtime)
+    for skipped in index.skipped:
+        records[skipped.path] = Record(source, None, skipped.sha256, skipped.reason,
+                                       size=skipped.size, mtime_ns=skipped.mtime_ns)
     return records
 
 

@@ -36,6 +36,7 @@ from headstart.features.journal import (
     Entry,
     Record,
     index_columns,
+    index_records,
     read_records,
     read_rows,
     store_files,
@@ -286,7 +287,7 @@ def stitch(store: Path, *, keep_old: Callable[[str, int], bool], new_shards: Seq
         sources = row_sources(store)
         if not virtual:  # the one file becomes the first shard
             sources.files = [base_shard or as_shard(store, next_generation(store))]
-        records = read_records([store])
+        records = index_records(old, 0)  # the index just read, not read again
         refresh = refresh or {}
         keep = np.array([keep_old(p, i) for i, p in enumerate(old.paths)], dtype=bool)
         segments.append((sources, np.flatnonzero(keep)))
