@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -37,11 +37,22 @@ class Neighbours:
     indices: int64, shape (n, k); -1 where a store has fewer than k + 1 rows.
     cosine: float32, shape (n, k), in [-1, 1], descending along each row (-inf with -1).
     method: how they were found, for the report ("exact", or the faiss settings).
+    among: the same search restricted to some rows, `among(rows, allowed, k)` ->
+        (indices int64 (m, k), cosine float32 (m, k)): the k nearest neighbours of each of
+        `rows` (int64, (m,)) among the rows where `allowed` (bool, (n,)) is True, a row
+        never its own neighbour, -1 / -inf where fewer are allowed. It keeps the unit rows
+        (and the faiss index) alive: `released()` drops it once it is no longer needed.
     """
 
     indices: np.ndarray
     cosine: np.ndarray
     method: str
+    among: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = \
+        field(default=None, repr=False, compare=False)
+
+    def released(self) -> Neighbours:
+        """The same neighbours without `among` (and the memory it holds)."""
+        return replace(self, among=None)
 
     @property
     def k(self) -> int:
@@ -156,7 +167,32 @@ def exact_neighbours(unit: np.ndarray, k: int = 10,
         if progress:
             progress(stop - start)
     best_idx[~np.isfinite(best_cos)] = -1
-    return Neighbours(best_idx, best_cos, "exact (blocked float32 matrix products)")
+    return Neighbours(best_idx, best_cos, "exact (blocked float32 matrix products)",
+                      lambda rows, allowed, k: exact_among(unit, rows, allowed, k))
+
+
+def exact_among(unit: np.ndarray, rows: np.ndarray, allowed: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours of `rows` among the `allowed` rows (see `Neighbours.among`).
+
+    unit: float32, shape (n, dim), unit-length rows; rows: int64 (m,); allowed: bool (n,).
+    Returns (indices int64 (m, k), cosine float32 (m, k)), nearest first. Cost: m * n * dim
+    multiply-adds, one block of at most BLOCK_BYTES of similarities at a time.
+    """
+    n = len(unit)
+    best_cos = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    best_idx = np.full((len(rows), k), -1, dtype=np.int64)
+    block = int(np.clip(BLOCK_BYTES // (4 * max(n, 1)), 64, 4096))
+    banned = ~np.asarray(allowed, dtype=bool)
+    for start in range(0, len(rows), block):
+        part = rows[start:start + block]
+        sims = unit[part] @ unit.T  # (b, n), float32
+        np.clip(sims, -1.0, 1.0, out=sims)
+        sims[:, banned] = -np.inf
+        sims[np.arange(len(part)), part] = -np.inf  # a row is not its own neighbour
+        _merge(best_cos, best_idx, slice(start, start + len(part)), sims, 0)
+    best_idx[~np.isfinite(best_cos)] = -1
+    return best_idx, best_cos
 
 
 def _import_faiss(purpose: str):
@@ -210,27 +246,45 @@ def faiss_neighbours(unit: np.ndarray, k: int = 10, *, dims: int = FAISS_DIMS,
     index.add(reduced)
     seconds["index"] = time.perf_counter() - clock - seconds["train"]
     index.nprobe = min(nprobe, lists)
-    best_cos = np.full((n, k), -np.inf, dtype=np.float32)
-    best_idx = np.full((n, k), -1, dtype=np.int64)
-    step = 256
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        _, found = index.search(reduced[start:stop], candidates)
-        found[found == np.arange(start, stop)[:, None]] = -1  # not its own neighbour
-        safe = np.where(found >= 0, found, 0)
-        cos = np.einsum("bd,bcd->bc", unit[start:stop], unit[safe])
-        cos = np.where(found >= 0, np.clip(cos, -1.0, 1.0), -np.inf).astype(np.float32)
-        order = np.argsort(-cos, axis=1, kind="stable")[:, :k]
-        width = order.shape[1]
-        best_cos[start:stop, :width] = np.take_along_axis(cos, order, axis=1)
-        best_idx[start:stop, :width] = np.take_along_axis(found, order, axis=1)
-        if progress:
-            progress(stop - start)
-    best_idx[~np.isfinite(best_cos)] = -1
+    best_idx, best_cos = _rescored(index, reduced, unit, np.arange(n), candidates, k,
+                                   progress=progress)
     seconds["search"] = time.perf_counter() - clock - seconds["train"] - seconds["index"]
     method = (f"faiss IVF ({lists} lists, nprobe {index.nprobe}) over SVD to {dims} "
               f"dimensions, {candidates - 1} candidates re-scored exactly")
-    return Neighbours(best_idx, best_cos, method)
+
+    def among(rows: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # faiss keeps raw pointers: both selectors stay referenced here until the search ends.
+        excluded = faiss.IDSelectorBatch(np.flatnonzero(~allowed).astype(np.int64))
+        selector = faiss.IDSelectorNot(excluded)
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+        return _rescored(index, reduced, unit, rows, min(max(4 * k, k) + 1, n), k,
+                         params=params)
+
+    return Neighbours(best_idx, best_cos, method, among)
+
+
+def _rescored(index, reduced: np.ndarray, unit: np.ndarray, rows: np.ndarray, candidates: int,
+              k: int, params=None, progress: Callable[[int], None] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """faiss candidates of `rows`, re-scored on the full unit rows: (indices, cosine), (m, k)."""
+    best_cos = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    best_idx = np.full((len(rows), k), -1, dtype=np.int64)
+    step = 256
+    for start in range(0, len(rows), step):
+        part = rows[start:start + step]
+        _, found = index.search(reduced[part], candidates, params=params)
+        found[found == part[:, None]] = -1  # not its own neighbour
+        safe = np.where(found >= 0, found, 0)
+        cos = np.einsum("bd,bcd->bc", unit[part], unit[safe])
+        cos = np.where(found >= 0, np.clip(cos, -1.0, 1.0), -np.inf).astype(np.float32)
+        order = np.argsort(-cos, axis=1, kind="stable")[:, :k]
+        width = order.shape[1]
+        best_cos[start:start + len(part), :width] = np.take_along_axis(cos, order, axis=1)
+        best_idx[start:start + len(part), :width] = np.take_along_axis(found, order, axis=1)
+        if progress:
+            progress(len(part))
+    best_idx[~np.isfinite(best_cos)] = -1
+    return best_idx, best_cos
 
 
 NEIGHBOUR_METHODS = ("auto", "exact", "faiss")

@@ -271,14 +271,15 @@ def _outliers(page: _Page) -> None:
     page.add(f"<h2>4. Outliers ({plural(len(o.flagged), 'image')})</h2>")
     page.add('<p class="note">Images that belong to no class (blank frames, text cards, '
              "scenes without the subject): distance to the nearest class centroid plus "
-             f"distance to the {page.audit.settings['k']}th nearest image, each over its "
-             f"median; flagged above {o.fence:.3f}. Strangest first; the highest scores below "
+             f"distance to the {page.audit.settings['k']}th nearest typical image (one near "
+             "a class centroid), each over its median; flagged above "
+             f"{o.fence:.3f}. Strangest first; the highest scores below "
              "the fence follow, unflagged, for a look.</p><div class=cards>")
     order = np.argsort(-o.score, kind="stable")[:page.max_shown]
     for row in order:
         mark = "" if o.score[row] > o.fence else " (below the fence)"
         page.add(page.card(int(row), escape(f"score {o.score[row]:.2f}{mark}"),
-                           escape(f"centroid {o.centroid[row]:.3f}, k-th neighbour "
+                           escape(f"centroid {o.centroid[row]:.3f}, k-th typical neighbour "
                                   f"{o.neighbour[row]:.3f}")))
     page.add("</div>")
     page.more(min(len(o.flagged), page.max_shown), len(o.flagged), "flagged images")

@@ -164,9 +164,15 @@ def audit_store(features: str | Path = "features.h5", *, seed: int = 0,
     unit = neighbours.unit_rows(data.features)
     with steps.bar("neighbours", len(unit), "rows") as bar:
         found = neighbours.find_neighbours(unit, k, neighbours_method, progress=bar.update)
-    centroid = outliers.centroid_distance(unit, data.labels, len(data.classes))
-    del unit
     steps.timed("neighbours", start)
+
+    start = time.perf_counter()  # while the unit rows are at hand: the outliers' distances
+    centroid = outliers.centroid_distance(unit, data.labels, len(data.classes))
+    strange = outliers.outlier_scores(
+        centroid, outliers.neighbour_distance(found, outliers.typical_rows(centroid)))
+    found = found.released()
+    del unit
+    steps.timed("outliers", start)
 
     start = time.perf_counter()
     limits = thresholds.derive_thresholds(found, data.hashes)
@@ -187,10 +193,6 @@ def audit_store(features: str | Path = "features.h5", *, seed: int = 0,
     label_issue = labels.confident_learning(data.labels, proba)
     counts = labels.neighbour_label_counts(found.indices, data.labels, len(data.classes))
     steps.timed("labels", start)
-
-    start = time.perf_counter()
-    strange = outliers.outlier_scores(centroid, outliers.neighbour_distance(found))
-    steps.timed("outliers", start)
 
     head_record = None
     if head_model is not None:

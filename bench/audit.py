@@ -15,7 +15,9 @@ Sections:
            planted corpus (bench/corpus.py --calibration-for): the distance/median ratio of
            40 re-encoded and resized copies (-> the copy factor 0.5) and the outlier ranks
            of 10 other non-pet images among the corpus's photos under candidate scores
-           (-> centroid + k-th neighbour, Tukey's 1.5 x IQR fence).
+           (-> centroid + k-th typical neighbour, Tukey's 1.5 x IQR fence); then the same
+           ranks for 30 held-out non-pet images (bench/corpus.py build_holdout), made
+           after the score was chosen.
   quality  the planted corpus of bench/corpus.py, extracted with --weights-file (VGG16 with
            pretrained conv layers, see shared/tools/pretrained_vgg16_weights.py): recall and
            precision of each kind against the goals.
@@ -221,10 +223,11 @@ def _extracted(folder: Path, weights: Path, build) -> tuple[Path, dict]:
     return store, json.loads((folder / "truth.json").read_text())
 
 
-def bench_calibration(weights: Path, corpus_dir: Path, calibration_dir: Path) -> dict:
+def bench_calibration(weights: Path, corpus_dir: Path, calibration_dir: Path,
+                      holdout_dir: Path) -> dict:
     import corpus
 
-    from headstart.audit import neighbours, outliers, thresholds
+    from headstart.audit import neighbours, thresholds
     from headstart.classify.dataset import load_dataset
 
     store_c, truth_c = _extracted(corpus_dir, weights, lambda: corpus.build(corpus_dir))
@@ -251,13 +254,28 @@ def bench_calibration(weights: Path, corpus_dir: Path, calibration_dir: Path) ->
               "factor": round(float(np.ceil(1.5 * largest / 0.05) * 0.05), 2),
               "caught_at_0.13": {k: sum(v <= 0.13 for v in r) for k, r in ratios.items()},
               "edits_not_seen": edits}
-    # Outliers: the corpus's photos (its planted non-pets left out) + the 10 other non-pets.
+    # Outliers: the corpus's photos (its planted non-pets left out) + the 10 other non-pets;
+    # then the same photos + the 30 held-out non-pets, made after the score was chosen.
     kinds_c = np.array([truth_c["rows"][p]["kind"] for p in pets.paths])
-    kinds_k = np.array([truth_k["rows"][p]["kind"] for p in cal.paths])
-    keep, extra = ~np.isin(kinds_c, NON_PET), np.isin(kinds_k, NON_PET)
-    X = np.vstack([pets.features[keep], cal.features[extra]])
-    labels = np.concatenate([pets.labels[keep], cal.labels[extra]])
-    kinds = np.concatenate([kinds_c[keep], kinds_k[extra]])
+    keep = ~np.isin(kinds_c, NON_PET)
+    result["outliers"] = outlier_ranks(pets, kinds_c, keep, cal,
+                                       np.array([truth_k["rows"][p]["kind"] for p in cal.paths]))
+    store_h, truth_h = _extracted(holdout_dir, weights, lambda: corpus.build_holdout(holdout_dir))
+    held = load_dataset(store_h)
+    result["holdout"] = outlier_ranks(pets, kinds_c, keep, held,
+                                      np.array([truth_h["rows"][p]["kind"] for p in held.paths]))
+    return result
+
+
+def outlier_ranks(pets, kinds_c: np.ndarray, keep: np.ndarray, extra, kinds_e: np.ndarray
+                  ) -> dict:
+    """Ranks of `extra`'s non-pet rows among the kept corpus rows under candidate scores."""
+    from headstart.audit import neighbours, outliers
+
+    add = np.isin(kinds_e, NON_PET)
+    X = np.vstack([pets.features[keep], extra.features[add]])
+    labels = np.concatenate([pets.labels[keep], extra.labels[add]])
+    kinds = np.concatenate([kinds_c[keep], kinds_e[add]])
     unit = neighbours.unit_rows(X)
     found = neighbours.exact_neighbours(unit, 10)
     centroid = outliers.centroid_distance(unit, labels, 2)
@@ -265,25 +283,28 @@ def bench_calibration(weights: Path, corpus_dir: Path, calibration_dir: Path) ->
     def over(a):
         return a / np.median(a)
 
-    candidates = {"centroid + mean of 5 nearest": over(centroid) + over(
+    typical = outliers.neighbour_distance(found, outliers.typical_rows(centroid))
+    candidates = {"5 nearest only": found.distance[:, :5].mean(axis=1),
+                  "centroid + mean of 5 nearest": over(centroid) + over(
                       found.distance[:, :5].mean(axis=1)),
-                  "centroid + k-th neighbour (chosen)": over(centroid) + over(
+                  "centroid + k-th neighbour": over(centroid) + over(
                       outliers.neighbour_distance(found)),
-                  "5 nearest only": found.distance[:, :5].mean(axis=1)}
+                  "centroid + k-th typical neighbour (chosen)": over(centroid) + over(typical)}
     ranks = {}
     for name, score in candidates.items():
         rank = np.empty(len(score), dtype=np.int64)
         rank[np.argsort(-score, kind="stable")] = np.arange(1, len(score) + 1)
         ranks[name] = {k: sorted(rank[kinds == k].tolist()) for k in NON_PET}
-    chosen = candidates["centroid + k-th neighbour (chosen)"]
-    q1, q3 = np.percentile(chosen, [25, 75])
+    chosen = candidates["centroid + k-th typical neighbour (chosen)"]
     junk = np.isin(kinds, NON_PET)
-    fences = {str(f): {"flagged": int((chosen > q3 + f * (q3 - q1)).sum()),
-                       "non_pet_flagged": int((junk & (chosen > q3 + f * (q3 - q1))).sum())}
-              for f in (1.5, 3.0)}
-    result["outliers"] = {"rows": len(X), "non_pet": int(junk.sum()), "ranks": ranks,
-                          "fences": fences}
-    return result
+    fences = {}
+    for f in (1.5, 3.0):
+        flagged = chosen > outliers.tukey_fence(chosen, f)
+        fences[str(f)] = {"flagged": int(flagged.sum()),
+                          "non_pet_flagged": int((junk & flagged).sum())}
+    return {"rows": len(X), "non_pet": int(junk.sum()),
+            "top_5_percent_is_rank": int(np.ceil(0.05 * len(X))), "ranks": ranks,
+            "fences": fences}
 
 
 NON_PET = ["blank", "text", "noise"]
@@ -357,14 +378,18 @@ def tables(results: dict) -> str:
                 "Edits it does not see: mirrored copies at "
                 f"{', '.join(map(str, c['edits_not_seen']['hflip']))} x the median, crops at "
                 f"{', '.join(map(str, c['edits_not_seen']['crop']))}.", "",
-                "| outlier score (calibration) | ranks of blank | text | noise |",
-                "| --- | --- | --- | --- |"]
-        for name, r in c["outliers"]["ranks"].items():
-            out.append(f"| {name} | {r['blank']} | {r['text']} | {r['noise']} |")
-        out += ["", "Fences on the chosen score: " + "; ".join(
-            f"{f} x IQR flags {v['flagged']} ({v['non_pet_flagged']} of "
-            f"{c['outliers']['non_pet']} non-pets)" for f, v in c["outliers"]["fences"].items()),
-            ""]
+                ""]
+        for label, key in (("calibration", "outliers"), ("held out", "holdout")):
+            if key not in c:
+                continue
+            o = c[key]
+            out += [f"| outlier score ({label}: {o['non_pet']} non-pets among {o['rows']:,}) | "
+                    "ranks of blank | text | noise |", "| --- | --- | --- | --- |"]
+            for name, r in o["ranks"].items():
+                out.append(f"| {name} | {r['blank']} | {r['text']} | {r['noise']} |")
+            out += ["", "Fences on the chosen score: " + "; ".join(
+                f"{f} x IQR flags {v['flagged']} ({v['non_pet_flagged']} of {o['non_pet']} "
+                "non-pets)" for f, v in o["fences"].items()), ""]
     if "quality" in results:
         q = results["quality"]
         lab = q["label"]
@@ -417,6 +442,9 @@ def main() -> None:
                                                     "FOLDER.h5 beside it; built if missing)")
     parser.add_argument("--calibration", type=Path,
                         help="the calibration folder (FOLDER.h5 beside it; built if missing)")
+    parser.add_argument("--holdout", type=Path,
+                        help="the held-out non-pet folder (FOLDER.h5 beside it; built if "
+                             "missing)")
     args = parser.parse_args()
     sections = args.only.split(",")
     results = {"machine": machine()}
@@ -436,7 +464,8 @@ def main() -> None:
             RESULTS.mkdir(exist_ok=True)
             results["calibration"] = bench_calibration(
                 args.weights_file, args.corpus or RESULTS / "quality" / "corpus",
-                args.calibration or RESULTS / "quality" / "calibration")
+                args.calibration or RESULTS / "quality" / "calibration",
+                args.holdout or RESULTS / "quality" / "holdout")
         if "quality" in sections:
             work_q = RESULTS / "quality"
             work_q.mkdir(exist_ok=True)

@@ -193,6 +193,30 @@ def build_calibration(out: Path, corpus: Path, photos: Path = PETS, seed: int = 
     return truth
 
 
+def build_holdout(out: Path, seed: int = 2) -> dict:
+    """Non-pet images made only to check the outlier score after it was chosen.
+
+    30 images in a group larger than the audit's k: 12 blank frames in random colours,
+    12 text cards and 6 noise images, drawn with another seed than the corpus's and the
+    calibration set's, half under each class. Written to out/{Cat,Dog}/ with truth in
+    out/truth.json, like `build`; bench/audit.py ranks them among the corpus's photos.
+    """
+    rng = random.Random(seed)
+    if out.exists():
+        shutil.rmtree(out)
+    truth = {"seed": seed, "rows": {}}
+    shades = [tuple(rng.randrange(256) for _ in range(3)) for _ in range(12)]
+    kinds = ["blank"] * 12 + ["text"] * 12 + ["noise"] * 6
+    for j, kind in enumerate(kinds):
+        folder = ("Cat", "Dog")[j % 2]
+        name = f"{folder}/holdout-{j:04d}.jpg"
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(_non_pet(kind, j % 12, rng, shades))
+        truth["rows"][name] = {"kind": kind}
+    (out / "truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
+    return truth
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)

@@ -87,6 +87,27 @@ def test_faiss_candidates_rescored_exactly_find_the_exact_neighbours():
                                atol=1e-5)
 
 
+def test_search_among_allowed_rows_matches_brute_force_for_both_methods():
+    X = clustered(3000, 64, centres=40)
+    unit = neighbours.unit_rows(X)
+    allowed = np.random.default_rng(1).random(3000) > 0.3
+    rows = np.arange(0, 3000, 7)
+    cosine = unit[rows] @ unit.T
+    cosine[:, ~allowed] = -np.inf
+    cosine[np.arange(len(rows)), rows] = -np.inf
+    expected = np.argsort(-cosine, axis=1)[:, :10]
+    exact = neighbours.exact_neighbours(unit, k=10)
+    idx, cos = exact.among(rows, allowed, 10)
+    np.testing.assert_array_equal(np.sort(idx, axis=1), np.sort(expected, axis=1))
+    np.testing.assert_allclose(cos, np.take_along_axis(cosine, expected, axis=1), atol=1e-5)
+    approx = neighbours.find_neighbours(unit, k=10, method="faiss")
+    idx, cos = approx.among(rows, allowed, 10)
+    assert allowed[idx].all() and not (idx == rows[:, None]).any()
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(idx, expected, strict=True)])
+    assert recall >= 0.95, recall
+    assert exact.released().among is None and approx.released().indices is approx.indices
+
+
 def test_missing_faiss_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
     unit = neighbours.unit_rows(clustered(50, 8))
