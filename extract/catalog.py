@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from headstart.bulk import paused_gc
 from headstart.errors import FolderError
 from headstart.extract.formats import image_extensions, is_image_name
 from headstart.extract.labels import LabelSpec, csv_labels, name_labels
@@ -74,6 +75,7 @@ class Catalog:
         return self.labels.get(relative)
 
 
+@paused_gc
 def scan(root: str | Path, spec: LabelSpec | None = None) -> Catalog:
     """Catalog the images under `root` with labels from `spec` (default: folders).
 

@@ -73,7 +73,10 @@ def is_system_file(name: str) -> bool:
 
 def is_image_name(name: str) -> bool:
     """A visible file whose extension is an image format this installation recognises."""
-    return not name.startswith(".") and extension(name) in image_extensions()
+    # For a name not starting with ".", its last "." starts what os.path.splitext calls
+    # the extension; sliced directly, as this runs once per file of every scan.
+    dot = name.rfind(".")
+    return dot > 0 and name[0] != "." and name[dot:].lower() in image_extensions()
 
 
 def left_out_kind(name: str) -> str | None:

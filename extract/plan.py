@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from headstart.bulk import paused_gc
 from headstart.extract import formats
 from headstart.extract.catalog import Catalog
 from headstart.features.journal import Entry, Record
@@ -51,22 +52,24 @@ def _retry(record: Record) -> bool:
             and formats.HEIF_AVAILABLE)
 
 
+@paused_gc
 def plan_work(catalog: Catalog, records: dict[str, Record], *,
               hash_files: Callable[[Sequence[str]], dict[str, str]],
               verify: bool = False) -> Work:
     """Compare the catalog with the store's records; see the module docstring."""
     todo, present, refresh, to_hash = [], {}, {}, []
+    # Once per file of the folder: look up what is compared, build an Entry only if needed.
+    stats, labels, splits = catalog.stats, catalog.labels, catalog.splits or {}
     for path in catalog.files:
-        entry = catalog_entry(catalog, path)
         record = records.get(path)
-        if record is None or _retry(record):
-            todo.append(entry)
-        elif not verify and record.size >= 0 and (record.size, record.mtime_ns) == (
-                entry.size, entry.mtime_ns):
+        if record is None or (record.row is None and _retry(record)):
+            todo.append(catalog_entry(catalog, path))
+        elif not verify and record.size >= 0 and (record.size, record.mtime_ns) == stats.get(
+                path, (-1, -1)):
             present[path] = record.sha256
-            if record.row is not None and (record.label, record.split) != (entry.label,
-                                                                          entry.split):
-                refresh[path] = entry._replace(sha256=record.sha256)
+            if record.row is not None and (record.label, record.split) != (
+                    labels.get(path), splits.get(path, "")):
+                refresh[path] = catalog_entry(catalog, path)._replace(sha256=record.sha256)
         else:
             to_hash.append(path)
     hashes = hash_files(to_hash) if to_hash else {}

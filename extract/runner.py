@@ -110,7 +110,7 @@ def run(job: Job, *, model=None, log: Callable[[str], None] = print) -> Summary:
             job.output, identity=identity, classes=catalog.classes, present=present,
             attrs={**provenance(job, catalog, spec), "complete": True},
             compression=job.compression, given_splits=catalog.given_splits,
-            refresh=work.refresh, single_file_limit=job.single_file_limit)
+            refresh=work.refresh, single_file_limit=job.single_file_limit, known=records)
         summary = run_summary(job, catalog, started, loop=loop, dropped=finished.dropped,
                            hashed=work.hashed)
         return summary
@@ -155,7 +155,7 @@ def run_shard(job: Job, index: int, count: int, *, model=None,
                     attrs={**plan.attrs, "complete": True, "shard": f"{index}/{count}",
                            "generation": plan.generation},
                     compression=job.compression, given_splits=plan.given_splits,
-                    single_file_limit=1 << 62)
+                    single_file_limit=1 << 62, known=records)
         summary = store_summary(job, started, shard=f"{index}/{count}", store=target)
         if loop:
             summary.added, summary.skipped_now = loop.added, loop.skipped

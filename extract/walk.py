@@ -58,14 +58,15 @@ class Walk:
             return
         seen.add(key)
         at_root = directory == self.root and not flat
-        for entry in entries:
-            relative = prefix + entry.name
-            if not valid_utf8(entry.name):
-                self.ignored.append((printable(relative),
-                                     "name is not valid UTF-8; rename it"))
+        found, stats = self.found, self.stats
+        for entry in entries:  # once per file of the folder: kept lean
+            name = entry.name
+            relative = prefix + name
+            if not name.isascii() and not valid_utf8(name):
+                self.ignored.append((printable(relative), "name is not valid UTF-8; rename it"))
                 continue
             if entry.is_dir():  # follows links
-                if entry.name.startswith("."):
+                if name.startswith("."):
                     continue
                 if entry.is_symlink():
                     why = self._refuse_link(Path(entry.path), unit=unit, flat=flat)
@@ -74,13 +75,13 @@ class Walk:
                         continue
                 self._directory(Path(entry.path), seen, flat=flat, unit=unit,
                                 prefix=relative + "/")
-            elif is_image_name(entry.name):
+            elif is_image_name(name):
                 if at_root:
                     self.top_level_images.append(relative)
                     continue
-                self.found.append(relative)
-                self.stats[relative] = stat_of(entry)
-            elif kind := left_out_kind(entry.name):
+                found.append(relative)
+                stats[relative] = stat_of(entry)
+            elif kind := left_out_kind(name):
                 self.left_out[kind] += 1
 
     def _refuse_link(self, link: Path, *, unit: Path | None, flat: bool) -> str | None:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from headstart.bulk import paused_gc
 from headstart.errors import StoreError
 from headstart.features import schema
 from headstart.features.reader import Index, open_h5, part_files, parts_dir, read_index
@@ -42,9 +43,8 @@ class Entry(NamedTuple):
     mtime_ns: int = -1  # modification time when read
 
 
-@dataclass(frozen=True)
-class Record:
-    """Where the latest result for one image path lives."""
+class Record(NamedTuple):
+    """Where the latest result for one image path lives (a tuple: a store holds millions)."""
 
     source: int  # index into the list of store files
     row: int | None  # row in that file's `features`, or None for a skipped file
@@ -65,17 +65,34 @@ def store_files(store: str | Path) -> list[Path]:
     return ([store] if store.exists() else []) + part_files(store)
 
 
+class Records(dict):
+    """Latest record per path (dict: path -> Record), and the files they were read from."""
+
+    def __init__(self, files: Sequence[Path] = ()):
+        super().__init__()
+        self.files = list(files)
+
+
+@paused_gc
 def read_records(files: Sequence[Path], identity: schema.Identity | None = None,
-                 label_source: str | None = None, *,
-                 writing_after: bool = False) -> dict[str, Record]:
+                 label_source: str | None = None, *, writing_after: bool = False,
+                 known: Records | None = None) -> Records:
     """Latest record per path across `files` (later files win).
 
+    known: records already read from the first files of `files` (the same paths, in the
+    same order): only the files after them are read, so a run reads its store's index
+    once however many times it asks.
     Raises StoreError for files made with another identity or label source, and
     StoreBusyError for a file another program holds open (writing_after: the caller was
     about to write, so the message says nothing was changed).
     """
-    records: dict[str, Record] = {}
-    for source, file in enumerate(files):
+    files = list(files)
+    records = Records(files)
+    first = 0
+    if known is not None and known.files == files[:len(known.files)]:
+        records.update(known)
+        first = len(known.files)
+    for source, file in enumerate(files[first:], start=first):
         with open_h5(file, writing_after=writing_after) as handle:
             index = read_index(handle)
         if identity is not None and index.identity != identity:
@@ -89,17 +106,17 @@ def read_records(files: Sequence[Path], identity: schema.Identity | None = None,
     return records
 
 
+@paused_gc
 def index_records(index: Index, source: int) -> dict[str, Record]:
     """The record of every row and skipped file of one file's index (see read_index)."""
-    records: dict[str, Record] = {}
-    names = index.label_names()
-    splits = index.splits or [""] * len(index.paths)
-    sizes = index.sizes.tolist() if index.sizes is not None else [-1] * len(index.paths)
-    mtimes = index.mtimes.tolist() if index.mtimes is not None else [-1] * len(index.paths)
-    for row, values in enumerate(zip(index.paths, index.hashes, names, splits, sizes, mtimes,
-                                     strict=True)):
-        path, sha, label, split, size, mtime = values
-        records[path] = Record(source, row, sha, None, label, split, size, mtime)
+    n = len(index.paths)
+    splits = index.splits or repeat("", n)
+    sizes = index.sizes.tolist() if index.sizes is not None else repeat(-1, n)
+    mtimes = index.mtimes.tolist() if index.mtimes is not None else repeat(-1, n)
+    # One C-level pass (map over columns), not a Python loop: a store holds millions.
+    records = dict(zip(index.paths, map(Record._make, zip(
+        repeat(source, n), range(n), index.hashes, repeat(None, n), index.label_names(),
+        splits, sizes, mtimes, strict=True)), strict=True))
     for skipped in index.skipped:
         records[skipped.path] = Record(source, None, skipped.sha256, skipped.reason,
                                        size=skipped.size, mtime_ns=skipped.mtime_ns)

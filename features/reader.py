@@ -21,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from headstart.bulk import paused_gc
 from headstart.errors import StoreBusyError, StoreError
 from headstart.features import schema
 from headstart.features.busy import is_lock_conflict, is_lock_unsupported, locked_message
@@ -117,6 +118,7 @@ def _optional(handle: h5py.File, name: str, n_rows: int, store: str) -> h5py.Dat
     return column
 
 
+@paused_gc
 def read_index(handle: h5py.File) -> Index:
     """Validate a store file's layout and read its index (not its rows)."""
     name = handle.filename

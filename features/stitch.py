@@ -24,17 +24,20 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from headstart.bulk import paused_gc
 from headstart.errors import StoreError
 from headstart.features import schema
 from headstart.features.journal import (
     Entry,
     Record,
+    Records,
     index_columns,
     index_records,
     read_records,
@@ -85,6 +88,7 @@ class Finished:
     shards: int  # 0 for a one-file store
 
 
+@paused_gc
 def consolidate(
     store: str | Path,
     *,
@@ -97,6 +101,7 @@ def consolidate(
     refresh: dict[str, Entry] | None = None,
     single_file_limit: int = SINGLE_FILE_LIMIT,
     block_rows: int = 1024,
+    known: Records | None = None,
 ) -> Finished:
     """Turn `store` and its committed parts into the new `store`, then delete the parts.
 
@@ -106,27 +111,30 @@ def consolidate(
     The result is one file sorted by path (a new store, or one that stays within
     `single_file_limit` bytes of rows), else the old shards plus one new shard of the new
     rows. Memory: one block of `block_rows` rows. Idempotent.
+    known: records the caller has read from the store (see read_records): not read again.
     """
     store = Path(store)
     files = store_files(store)
-    records = read_records(files, identity)
+    records = read_records(files, identity, known=known)
     kept = {p: r for p, r in records.items() if present is None or present.get(p) == r.sha256}
     dropped = len(records) - len(kept)
     refresh = refresh or {}
     for path, entry in refresh.items():
         if path in kept:
             kept[path] = refreshed(kept[path], entry)
-    stored = sorted(p for p, r in kept.items() if r.row is not None)
+    n_rows = sum(1 for r in kept.values() if r.row is not None)
     skipped = sorted(_skipped(p, r) for p, r in kept.items() if r.row is None)
     row_bytes = _row_bytes(files, identity)
     virtual = store.exists() and _is_virtual(store)
-    if not virtual and (not store.exists() or len(stored) * row_bytes <= single_file_limit):
+    if not virtual and (not store.exists() or n_rows * row_bytes <= single_file_limit):
+        stored = sorted(p for p, r in kept.items() if r.row is not None)
         write_rows_file(store, files, [(p, kept[p]) for p in stored], identity=identity,
                         classes=classes, skipped=skipped, attrs=attrs, compression=compression,
                         given_splits=given_splits, block_rows=block_rows)
         shards = 0
     else:
-        new = [(p, kept[p]) for p in stored if kept[p].source != 0]
+        new = sorted(((p, r) for p, r in kept.items() if r.source != 0 and r.row is not None),
+                     key=itemgetter(0))
         base = None if virtual else as_shard(store, next_generation(store))
         new_shard = shard_path(store, next_generation(store), 0, 1)
         if new:
@@ -134,26 +142,22 @@ def consolidate(
             write_rows_file(new_shard, files, new, identity=identity, classes=classes,
                             attrs={**attrs, "complete": True}, compression=compression,
                             given_splits=given_splits, block_rows=block_rows)
-
-        def keep(path: str, row: int) -> bool:
-            record = kept.get(path)
-            return record is not None and record.source == 0 and record.row == row
-
-        shards = stitch(store, keep_old=keep, new_shards=[new_shard] if new else [],
+        shards = stitch(store, new_shards=[new_shard] if new else [],
                         identity=identity, classes=classes, skipped=skipped, attrs=attrs,
-                        given_splits=given_splits, refresh=refresh, base_shard=base)
+                        given_splits=given_splits, refresh=refresh, base_shard=base,
+                        old_records=kept)
     for part in part_files(store):
         part.unlink()
     with contextlib.suppress(OSError):
         parts_dir(store).rmdir()
     remove_unreferenced_shards(store)
-    return Finished(len(stored), len(skipped), dropped, shards)
+    return Finished(n_rows, len(skipped), dropped, shards)
 
 
 def refreshed(record: Record, entry: Entry) -> Record:
     """`record` with the label, split and stat of `entry` (same content, newer metadata)."""
-    return replace(record, label=entry.label, split=entry.split, size=entry.size,
-                   mtime_ns=entry.mtime_ns)
+    return record._replace(label=entry.label, split=entry.split, size=entry.size,
+                           mtime_ns=entry.mtime_ns)
 
 
 def _skipped(path: str, record: Record) -> schema.Skipped:
@@ -266,15 +270,20 @@ def as_shard(store: Path, generation: int) -> Path:
     return target
 
 
-def stitch(store: Path, *, keep_old: Callable[[str, int], bool], new_shards: Sequence[Path],
+def stitch(store: Path, *, keep_old: Callable[[str, int], bool] | None = None,
+           new_shards: Sequence[Path],
            identity: schema.Identity, classes: Sequence[str],
            skipped: Sequence[schema.Skipped], attrs: dict, given_splits: bool = False,
-           refresh: dict[str, Entry] | None = None, base_shard: Path | None = None) -> int:
-    """Write `store` as a virtual dataset: its old rows that `keep_old(path, row)`, then the
-    rows of each file in `new_shards` in order. Copies no row. Returns the shard count.
+           refresh: dict[str, Entry] | None = None, base_shard: Path | None = None,
+           old_records: dict[str, Record] | None = None) -> int:
+    """Write `store` as a virtual dataset: its old rows that `keep_old(path, row)` (all
+    without it), then the rows of each file in `new_shards` in order. Copies no row.
+    Returns the shard count.
 
     refresh: newer label, split and stat for kept old rows (by path).
     base_shard: for a one-file store, the shard name its rows already have (see as_shard).
+    old_records: the store's records already read (those with source 0 are its rows);
+        without them its index is read here.
     Raises StoreError when a new shard was made by another pipeline.
     """
     store = Path(store)
@@ -282,18 +291,22 @@ def stitch(store: Path, *, keep_old: Callable[[str, int], bool], new_shards: Seq
     entries: list[Entry] = []
     if store.exists():
         with open_h5(store) as handle:
-            old = read_index(handle)
             virtual = handle[schema.FEATURES].is_virtual
+            if old_records is None:
+                old_records = index_records(read_index(handle), 0)
         sources = row_sources(store)
         if not virtual:  # the one file becomes the first shard
             sources.files = [base_shard or as_shard(store, next_generation(store))]
-        records = index_records(old, 0)  # the index just read, not read again
+        old = [(r.row, p) for p, r in old_records.items() if r.source == 0
+               and r.row is not None and (keep_old is None or keep_old(p, r.row))]
+        rows = np.fromiter((row for row, _ in old), dtype=np.int64, count=len(old))
+        if (np.diff(rows) < 0).any():  # records usually come in row order already
+            order = np.argsort(rows, kind="stable")
+            old, rows = [old[i] for i in order], rows[order]
         refresh = refresh or {}
-        keep = np.array([keep_old(p, i) for i, p in enumerate(old.paths)], dtype=bool)
-        segments.append((sources, np.flatnonzero(keep)))
-        for i in np.flatnonzero(keep):
-            path = old.paths[i]
-            record = records[path]
+        segments.append((sources, rows))
+        for _, path in old:
+            record = old_records[path]
             if path in refresh:
                 record = refreshed(record, refresh[path])
             entries.append(record.entry(path))
