@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from operator import attrgetter
 from pathlib import Path
 
 from headstart.errors import FolderError
@@ -47,7 +48,7 @@ class Walk:
         re-run's time on 100,000 files)."""
         try:
             info = os.stat(directory)
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            entries = sorted(os.scandir(directory), key=attrgetter("name"))
         except OSError as error:
             self.ignored.append((self._relative(directory) + "/",
                                  f"cannot read folder ({error.strerror}), not scanned"))

@@ -175,6 +175,35 @@ def test_consolidation_drops_vanished_and_changed_files_and_later_records_win(tm
         np.testing.assert_array_equal(s.load_features()[0], new_row[0])
 
 
+def test_records_already_read_are_reused_and_only_later_files_are_read(tmp_path, monkeypatch):
+    store = make_store(tmp_path / "s.h5")
+    known = read_records(store_files(store), IDENTITY)
+    writer = PartWriter(store, identity=IDENTITY, classes=["Cat", "Dog"], attrs={})
+    writer.add_rows(random_rows(1), entries(["Dog/d.jpg"], ["d" * 64]))
+    writer.commit()
+    import headstart.features.journal as journal
+
+    opened = []
+    real_open = journal.open_h5
+    monkeypatch.setattr(journal, "open_h5", lambda path, **kw: opened.append(path) or
+                        real_open(path, **kw))
+    records = read_records(store_files(store), IDENTITY, known=known)
+    assert opened == part_files(store)  # the store itself was not read again
+    assert records == {**known, "Dog/d.jpg": records["Dog/d.jpg"]}
+    assert records["Dog/d.jpg"].source == 1 and records.files == store_files(store)
+    # Known records of other files are not trusted: everything is read.
+    of_parts = read_records(part_files(store))
+    opened.clear()
+    read_records(store_files(store), IDENTITY, known=of_parts)
+    assert opened == store_files(store)
+    # The one-pass finish gives the same store as reading everything again.
+    present = dict(zip(PATHS, HASHES, strict=True)) | {"Dog/d.jpg": "d" * 64}
+    consolidate(store, identity=IDENTITY, classes=["Cat", "Dog"], present=present,
+                attrs={"complete": True}, known=known)
+    with open_store(store) as s:
+        assert s.paths == sorted(present)
+
+
 def test_records_of_another_identity_are_refused(tmp_path):
     store = make_store(tmp_path / "s.h5")
     other = IDENTITY.__class__(**{**IDENTITY.as_attrs(), "weights": "imagenet"})
