@@ -184,6 +184,21 @@ def read_index(handle: h5py.File) -> Index:
                  mtimes[...] if mtimes is not None else None)
 
 
+def features_dataset(handle: h5py.File) -> h5py.Dataset:
+    """The `features` dataset for reading; a virtual one is opened without a chunk cache.
+
+    Measured (bench/scale.py setup, 250,000 x 4096 float32 rows over 1,000 shard files,
+    2-core AMD EPYC, best of 4 full reads in 4,096-row blocks): 2.39 s through h5py's
+    default 1 MiB chunk cache, 1.94 s without; one file 1.64 s.
+    """
+    dataset = handle[schema.FEATURES]
+    if not dataset.is_virtual:
+        return dataset
+    access = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    access.set_chunk_cache(0, 0, 0.75)  # slots, bytes (none), preemption (HDF5's default)
+    return h5py.Dataset(h5py.h5d.open(handle.id, schema.FEATURES.encode(), access))
+
+
 def shard_files(dataset: h5py.Dataset, store: Path) -> list[Path]:
     """The files a virtual `features` dataset reads from (relative to the store's folder)."""
     if not dataset.is_virtual:
@@ -219,7 +234,7 @@ class FeatureStore:
         try:
             self.index = read_index(self._handle)
             # Looked up once: h5py opens the dataset anew on every lookup.
-            self._features = self._handle[schema.FEATURES]
+            self._features = features_dataset(self._handle)
             self.shards = check_shards(self._features, self.path)
             self.complete = bool(self.index.attrs.get("complete", False)) and not pending
             if require_complete and not self.complete:
