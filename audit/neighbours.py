@@ -257,8 +257,13 @@ def faiss_neighbours(unit: np.ndarray, k: int = 10, *, dims: int = FAISS_DIMS,
         excluded = faiss.IDSelectorBatch(np.flatnonzero(~allowed).astype(np.int64))
         selector = faiss.IDSelectorNot(excluded)
         params = faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
-        return _rescored(index, reduced, unit, rows, min(max(4 * k, k) + 1, n), k,
-                         params=params)
+        indices, cosine = _rescored(index, reduced, unit, rows, candidates, k, params=params)
+        # The probed lists may hold fewer than k allowed rows (a large atypical group fills
+        # its own lists): those few rows are searched exactly.
+        short = np.flatnonzero((indices < 0).any(axis=1))
+        if len(short) and int(allowed.sum()) > k:
+            indices[short], cosine[short] = exact_among(unit, rows[short], allowed, k)
+        return indices, cosine
 
     return Neighbours(best_idx, best_cos, method, among)
 

@@ -74,11 +74,16 @@ def neighbour_distance(neighbours: Neighbours, typical: np.ndarray | None = None
     Without `typical`, the farthest of the k neighbours found. With `typical` (bool,
     (n,), see `typical_rows`), the k-th nearest among typical rows: the found neighbours
     already are that for a row with no atypical row among them; every other row (the
-    atypical ones and their neighbours) is searched again with `neighbours.among`.
+    atypical ones and their neighbours) is searched again with `neighbours.among`. When
+    k or fewer rows are typical (stores of a few dozen rows), all rows count.
+    Raises ValueError for neighbours without `among` (see `Neighbours.released`).
     """
     distance = _kth(neighbours.indices, neighbours.distance)
     if typical is None or typical.all() or typical.sum() <= neighbours.k:
         return distance
+    if neighbours.among is None:
+        raise ValueError("neighbour_distance(typical=...) needs the neighbours' search "
+                         "(`among`), which released() dropped; pass it before releasing.")
     found = neighbours.indices
     near_atypical = ((found >= 0) & ~typical[np.maximum(found, 0)]).any(axis=1)
     again = np.flatnonzero(~typical | near_atypical)

@@ -15,6 +15,7 @@ its parts, or the shards of a sharded run are all read the same way: `read_recor
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Sequence
 from itertools import repeat
@@ -66,11 +67,21 @@ def store_files(store: str | Path) -> list[Path]:
 
 
 class Records(dict):
-    """Latest record per path (dict: path -> Record), and the files they were read from."""
+    """Latest record per path (dict: path -> Record), and the files they were read from,
+    each with its (inode, size, mtime_ns) when read: a file rewritten since under the same
+    name (a store after consolidate, a part number used again) does not match."""
 
     def __init__(self, files: Sequence[Path] = ()):
         super().__init__()
-        self.files = list(files)
+        self.files = [(Path(f), _stamp(f)) for f in files]
+
+
+def _stamp(file: Path) -> tuple[int, int, int]:
+    try:
+        info = os.stat(file)
+    except OSError:
+        return (-1, -1, -1)
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 @paused_gc
@@ -80,8 +91,9 @@ def read_records(files: Sequence[Path], identity: schema.Identity | None = None,
     """Latest record per path across `files` (later files win).
 
     known: records already read from the first files of `files` (the same paths, in the
-    same order): only the files after them are read, so a run reads its store's index
-    once however many times it asks.
+    same order, unchanged since: same inode, size and modification time): only the
+    files after them are read, so a run reads its store's index once for planning and
+    finishing. Any other `known` is ignored and everything is read.
     Raises StoreError for files made with another identity or label source, and
     StoreBusyError for a file another program holds open (writing_after: the caller was
     about to write, so the message says nothing was changed).
@@ -89,7 +101,7 @@ def read_records(files: Sequence[Path], identity: schema.Identity | None = None,
     files = list(files)
     records = Records(files)
     first = 0
-    if known is not None and known.files == files[:len(known.files)]:
+    if known is not None and known.files == records.files[:len(known.files)]:
         records.update(known)
         first = len(known.files)
     for source, file in enumerate(files[first:], start=first):

@@ -276,8 +276,9 @@ def stitch(store: Path, *, keep_old: Callable[[str, int], bool] | None = None,
            skipped: Sequence[schema.Skipped], attrs: dict, given_splits: bool = False,
            refresh: dict[str, Entry] | None = None, base_shard: Path | None = None,
            old_records: dict[str, Record] | None = None) -> int:
-    """Write `store` as a virtual dataset: its old rows that `keep_old(path, row)` (all
-    without it), then the rows of each file in `new_shards` in order. Copies no row.
+    """Write `store` as a virtual dataset: its old rows that `keep_old(path, row)` (without
+    it, every row that has a record in `old_records`), then the rows of each file in
+    `new_shards` in order. Copies no row.
     Returns the shard count.
 
     refresh: newer label, split and stat for kept old rows (by path).

@@ -21,7 +21,10 @@ T = TypeVar("T", bound=Callable)
 def paused_gc(function: T) -> T:
     """Run `function` with the cyclic collector paused (restored after, also on errors).
 
-    Nested calls are fine: only the outermost one that paused it starts it again.
+    The collector is one per process: this is for the single-threaded bulk steps of a
+    run (scan, plan, reading and finishing a store), whose helper threads, if any, only
+    wait on I/O. Nested calls are fine: only the outermost one that paused it starts it
+    again, and anything cyclic made meanwhile is collected once it runs again.
     """
     @functools.wraps(function)
     def wrapper(*args, **kwargs):

@@ -87,7 +87,7 @@ def test_faiss_candidates_rescored_exactly_find_the_exact_neighbours():
                                atol=1e-5)
 
 
-def test_search_among_allowed_rows_matches_brute_force_for_both_methods():
+def test_search_among_allowed_rows_matches_brute_force_for_both_methods(monkeypatch):
     X = clustered(3000, 64, centres=40)
     unit = neighbours.unit_rows(X)
     allowed = np.random.default_rng(1).random(3000) > 0.3
@@ -106,6 +106,22 @@ def test_search_among_allowed_rows_matches_brute_force_for_both_methods():
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(idx, expected, strict=True)])
     assert recall >= 0.95, recall
     assert exact.released().among is None and approx.released().indices is approx.indices
+    # Allowed rows that the probed lists barely hold (20 rows, far from the queries):
+    # rows the index finds too few for are searched exactly, so every answer is whole.
+    few = np.zeros(3000, dtype=bool)
+    few[np.argsort(unit @ unit[0])[:20]] = True
+    exact_rows = []
+    real_exact = neighbours.exact_among
+    monkeypatch.setattr(neighbours, "exact_among", lambda unit_, rows_, allowed, k:
+                        exact_rows.append(len(rows_)) or real_exact(unit_, rows_, allowed, k))
+    idx, cos = approx.among(rows[:50], few, 10)
+    assert exact_rows and exact_rows[0] < 50  # only the short rows were searched exactly
+    assert (idx >= 0).all() and few[idx].all()
+    brute = unit[rows[:50]] @ unit.T
+    brute[:, ~few] = -np.inf
+    expected = np.argsort(-brute, axis=1)[:, :10]
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(idx, expected, strict=True)])
+    assert recall >= 0.95, recall
 
 
 def test_missing_faiss_names_the_install(monkeypatch):
