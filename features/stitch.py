@@ -142,10 +142,9 @@ def consolidate(
             write_rows_file(new_shard, files, new, identity=identity, classes=classes,
                             attrs={**attrs, "complete": True}, compression=compression,
                             given_splits=given_splits, block_rows=block_rows)
-        shards = stitch(store, new_shards=[new_shard] if new else [],
+        shards = stitch(store, new_shards=[new_shard] if new else [],  # kept: refreshed
                         identity=identity, classes=classes, skipped=skipped, attrs=attrs,
-                        given_splits=given_splits, refresh=refresh, base_shard=base,
-                        old_records=kept)
+                        given_splits=given_splits, base_shard=base, old_records=kept)
     for part in part_files(store):
         part.unlink()
     with contextlib.suppress(OSError):

@@ -139,3 +139,21 @@ def test_an_unchanged_rerun_hashes_nothing_and_a_touch_hashes_one_file(tmp_path,
     assert run(folder, out).up_to_date  # the new mtime was recorded
     verified = run(folder, out, verify=True)
     assert verified.hashed == 12 and verified.up_to_date
+
+
+def test_a_touched_file_of_a_sharded_store_keeps_its_row_and_its_new_time(appended):
+    """The refresh of an unchanged file's stat goes into the new top file, rows untouched."""
+    folder, out, _, _ = appended
+    before = snapshot(out)
+    touched = folder / "Cat" / "0000.jpg"
+    os.utime(touched, ns=(10**18, 10**18))
+    again = run(folder, out, single_file_limit=0)
+    assert (again.hashed, again.added) == (1, 0)
+    with h5py.File(out, "r") as top:
+        assert top["features"].is_virtual
+        row = [p.decode() for p in top["paths"][...]].index("Cat/0000.jpg")
+        assert top["mtime_ns"][row] == 10**18
+    after = snapshot(out)
+    assert after[0] == before[0] and after[3] == before[3]
+    np.testing.assert_array_equal(after[1], before[1])
+    assert run(folder, out, single_file_limit=0).up_to_date  # nothing to hash any more
