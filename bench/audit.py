@@ -196,13 +196,11 @@ def evaluate(truth: dict, paths: list[str], found: list, audit) -> dict:
         "precision": len(labels_ & wrong) / max(len(labels_), 1),
         "precision_without_non_pet": len(labels_ & wrong) / max(len(labels_ - non_pet), 1)}
     # Outliers: rank of every planted non-pet image by outlier score.
-    order = np.argsort(-audit.outliers.score, kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    top5 = int(np.ceil(0.05 * len(order)))
+    rank = ranks_by_score(audit.outliers.score)
+    top5 = int(np.ceil(0.05 * len(rank)))
     for kind in ("blank", "text", "noise"):
         members = [rows[p] for p, k in kinds.items() if k == kind]
-        ranks = sorted(int(rank[r]) + 1 for r in members)
+        ranks = sorted(int(rank[r]) for r in members)
         result[kind] = {"planted": len(members), "in_top_5_percent": sum(r <= top5 for r in ranks),
                         "top_5_percent_is_rank": top5, "ranks": ranks,
                         "flagged": len(set(members) & flagged.get("outlier", set()))}
@@ -280,20 +278,18 @@ def outlier_ranks(pets, kinds_c: np.ndarray, keep: np.ndarray, extra, kinds_e: n
     found = neighbours.exact_neighbours(unit, 10)
     centroid = outliers.centroid_distance(unit, labels, 2)
 
-    def over(a):
-        return a / np.median(a)
+    def combined(neighbour):  # the audit's own combination of the two distances
+        return outliers.outlier_scores(centroid, neighbour).score
 
-    typical = outliers.neighbour_distance(found, outliers.typical_rows(centroid))
-    candidates = {"5 nearest only": found.distance[:, :5].mean(axis=1),
-                  "centroid + mean of 5 nearest": over(centroid) + over(
-                      found.distance[:, :5].mean(axis=1)),
-                  "centroid + k-th neighbour": over(centroid) + over(
-                      outliers.neighbour_distance(found)),
-                  "centroid + k-th typical neighbour (chosen)": over(centroid) + over(typical)}
+    nearest5 = found.distance[:, :5].mean(axis=1)
+    candidates = {"5 nearest only": nearest5,
+                  "centroid + mean of 5 nearest": combined(nearest5),
+                  "centroid + k-th neighbour": combined(outliers.neighbour_distance(found)),
+                  "centroid + k-th typical neighbour (chosen)": combined(
+                      outliers.neighbour_distance(found, outliers.typical_rows(centroid)))}
     ranks = {}
     for name, score in candidates.items():
-        rank = np.empty(len(score), dtype=np.int64)
-        rank[np.argsort(-score, kind="stable")] = np.arange(1, len(score) + 1)
+        rank = ranks_by_score(score)
         ranks[name] = {k: sorted(rank[kinds == k].tolist()) for k in NON_PET}
     chosen = candidates["centroid + k-th typical neighbour (chosen)"]
     junk = np.isin(kinds, NON_PET)
@@ -308,6 +304,13 @@ def outlier_ranks(pets, kinds_c: np.ndarray, keep: np.ndarray, extra, kinds_e: n
 
 
 NON_PET = ["blank", "text", "noise"]
+
+
+def ranks_by_score(score: np.ndarray) -> np.ndarray:
+    """int64 (n,): each row's rank, 1 for the highest score (ties in row order)."""
+    rank = np.empty(len(score), dtype=np.int64)
+    rank[np.argsort(-score, kind="stable")] = np.arange(1, len(score) + 1)
+    return rank
 
 
 def bench_quality(weights: Path, work: Path, corpus_dir: Path | None) -> dict:

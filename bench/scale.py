@@ -11,9 +11,9 @@ shared machine drift):
   ray     `--engine ray` (a local Ray it starts itself) vs the plain local path
   vds     a synthetic store of R x 4096 float32 rows as one file vs stitched over 10, 100
           and 1,000 shard files: stitch time, full sequential read (goal: >= 0.8 x one file)
-  append  100 new photos appended to stores of 25,000 and 250,000 rows, twice, the faster
-          of the two reported (goal: the same time within 20%), with the store-side part
-          timed separately
+  append  100 new photos appended to stores of 25,000 and 250,000 rows, twice, the sizes
+          interleaved and the faster of each size's two reported (goal: the same time
+          within 20%), with the store-side part timed separately
   noop    a re-run of `extract-features` on an unchanged 25,000-image folder (goal: < 2 s)
 Writes bench/results/scale.json and scale.md.
 """
@@ -203,6 +203,7 @@ def bench_append(work: Path, sizes: list[int], new: int) -> dict:
 
     from headstart.extract import extract_features
     from headstart.extract.backbone import pipeline_identity
+    from headstart.features.stitch import shards_dir
 
     result: dict = {}
     folders, stores = {}, {}
@@ -230,7 +231,7 @@ def bench_append(work: Path, sizes: list[int], new: int) -> dict:
             if batch == 0:  # what the first append wrote: its shard and the new top file
                 store = stores[size]
                 result[size]["new shard bytes (MB)"] = sum(
-                    f.stat().st_size for f in store.parent.glob(f"{store.name}.shards/*")
+                    f.stat().st_size for f in shards_dir(store).glob("*")
                     if f.stat().st_nlink == 1 and f.stat().st_size < 50 << 20) / 1e6
                 result[size]["top file (MB)"] = store.stat().st_size / 1e6
 
@@ -250,15 +251,11 @@ def bench_append(work: Path, sizes: list[int], new: int) -> dict:
         result[size]["append 100 photos s"] = min(result[size]["both appends s"])
     for size in sizes:
         shutil.rmtree(folders[size])
-        shutil.rmtree(shards_dir_of(stores[size]), ignore_errors=True)
+        shutil.rmtree(shards_dir(stores[size]), ignore_errors=True)
         stores[size].unlink()
     first, last = (result[s]["append 100 photos s"] for s in (sizes[0], sizes[-1]))
     result["ratio (largest / smallest)"] = last / first
     return result
-
-
-def shards_dir_of(store: Path) -> Path:
-    return store.parent / f"{store.name}.shards"
 
 
 def markdown(report: dict) -> str:
