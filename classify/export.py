@@ -166,11 +166,26 @@ def write_export(model, directory: Path, head: Head, *, tflite: bool = False,
     log(f"  {SAVED_MODEL}/ (signatures {PIXELS_SIGNATURE}: pixels, {BYTES_SIGNATURE}: "
         "encoded bytes)")
     files = [KERAS_FILE, SAVED_MODEL]
+    tflite_precision = None
     if tflite:
         name = tflite_name(quantize)
-        (directory / name).write_bytes(convert_tflite(directory / SAVED_MODEL, quantize))
+        float32 = float32_copy(model)
+        if float32 is model:
+            source = directory / SAVED_MODEL
+        else:  # TFLite has no bfloat16 or float16 kernels: convert a float32 copy
+            source = directory.parent / f".{directory.name}.float32-saved-model"
+            shutil.rmtree(source, ignore_errors=True)
+            save_signatures(float32, source, head.classes)
+        try:
+            (directory / name).write_bytes(convert_tflite(source, quantize))
+        finally:
+            if source != directory / SAVED_MODEL:
+                shutil.rmtree(source, ignore_errors=True)
+        tflite_precision = "float32"
         files.append(name)
-        log(f"  {name}")
+        log(f"  {name}" + ("" if float32 is model else
+                           f" (computes in float32; the features were made in "
+                           f"{head.identity.precision})"))
     (directory / LABELS).write_text("".join(f"{c}\n" for c in head.classes), encoding="utf-8")
     size = int(model.input.shape[1])
     description = {
@@ -188,6 +203,8 @@ def write_export(model, directory: Path, head: Head, *, tflite: bool = False,
                              "decoded and resized by TensorFlow (no EXIF rotation)"},
         "preprocessing": f"{head.identity.preprocessing}, inside the model",
         "pipeline": asdict(head.identity), "files": files + [LABELS],
+        "precision": {"keras_and_saved_model": head.identity.precision,
+                      **({"tflite": tflite_precision} if tflite_precision else {})},
         "versions": versions(), **(details or {}),
     }
     path = directory / EXPORT_JSON
@@ -247,6 +264,35 @@ def decode_in_graph(tf, data, size: int):
     image.set_shape([None, None, 3])
     image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def float32_copy(model):
+    """`model` itself when every layer computes in float32, else a copy that does, with the
+    same weights (float32 variables under Keras' mixed policies too).
+
+    For TFLite, whose converter has no bfloat16 kernels ("'tf.Mul' op is neither a custom
+    op nor a flex op", TensorFlow 2.21) and runs float16 models in float32 anyway.
+    """
+    keras, _ = import_keras()
+
+    def compute_dtypes(layers):
+        for layer in layers:
+            yield layer.dtype_policy.compute_dtype
+            if isinstance(layer, keras.Model):
+                yield from compute_dtypes(layer.layers)
+
+    if set(compute_dtypes(model.layers)) <= {"float32", "uint8"}:
+        return model
+
+    def in_float32(layer):
+        config = layer.get_config()
+        if "dtype" in config:  # layers; graph operations (Add, ...) have no dtype policy
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def convert_tflite(saved_model: Path, quantize: str = "none") -> bytes:

@@ -22,10 +22,11 @@ import numpy as np
 from headstart.errors import UsageError, WeightsError
 from headstart.extract.backbones import DEFAULT_BACKBONE, BackboneInfo, backbone_info
 from headstart.extract.images import RESIZE
+from headstart.extract.precision import AUTO, CHOICES, choose, this_machine
 from headstart.features.schema import Identity, sha256_file
 from headstart.tf_quiet import import_keras, native_stderr_captured
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+DEFAULT_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -198,33 +199,44 @@ class Backbone:
     """A frozen backbone up to its feature layer: uint8 pixels in, float32 rows out.
 
     backbone: a name from the table (default VGG16); layer: default the table's.
-    precision: "float32", or a Keras mixed-precision policy ("mixed_float16" for GPUs,
-    "mixed_bfloat16" for CPUs with bf16 units); rows always come back as float32.
+    precision: "float32", a Keras mixed-precision policy ("mixed_float16" for GPUs,
+    "mixed_bfloat16" for CPUs with bf16 units), or "auto" for the fastest this machine
+    has (`headstart.extract.precision.choose`); rows always come back as float32.
+    batch_size: images per model call and per device. Every call has this shape (a
+    shorter batch is padded with black images whose rows are dropped), so the compiled
+    function is traced once and a row depends only on its image, not on the batch it
+    came in: rows are bit-identical however the images are grouped, for the same
+    batch_size, precision and machine (tests/test_extract_batching.py).
     devices: where to run; default every visible GPU, else the default device. With
     several devices each holds its own copy of the weights and each batch is split
-    across them (data parallel, no weights moved per batch), so `embed` takes a global
-    batch of devices x per-device batch.
+    across them (data parallel, no weights moved per batch).
     Raises UsageError (unknown backbone, layer or precision) or WeightsError.
     """
 
     def __init__(self, spec: WeightsSpec, *, backbone: str = DEFAULT_BACKBONE,
                  layer: str | None = None, dtype: str = "float32", precision: str = "float32",
-                 devices: list[str] | None = None):
-        if precision not in PRECISIONS:
-            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, "
+                 devices: list[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
+        if precision not in CHOICES:
+            raise UsageError(f"--precision must be one of {', '.join(CHOICES)}, "
                              f"got {precision!r}.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"--batch-size must be a whole number of at least 1, "
+                             f"got {batch_size!r}.")
         keras = import_keras()
         import tensorflow as tf
 
+        if precision == AUTO:
+            precision = choose(this_machine()).precision
         self.spec = spec
         self.info = backbone_info(backbone)
         self.identity = pipeline_identity(spec.identity_string(), dtype, precision,
                                           backbone=self.info.name, layer=layer)
+        self.batch_size = batch_size
         if devices is None:
             devices = [d.name for d in tf.config.list_logical_devices("GPU")]
         self.devices = devices or [None]
         size = self.info.input_size
-        signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
+        signature = [tf.TensorSpec([batch_size, size, size, 3], tf.float32)]
         self._forwards = []
         with _precision_policy(precision), native_stderr_captured():
             for device in self.devices:
@@ -246,7 +258,8 @@ class Backbone:
 
     @staticmethod
     def _compiled(tf, model, device, signature):
-        # One compiled graph for every batch size: an eager call was measured ~10% slower.
+        # One graph, traced once for the one batch shape: an eager call was measured ~10%
+        # slower, and a graph per shape would let a row depend on its batch's size.
         def forward(x):
             with _on(tf, device):
                 return tf.cast(model(x, training=False), tf.float32)
@@ -274,24 +287,34 @@ class Backbone:
         return self._preprocess(np.asarray(pixels, dtype=np.float32))
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        """pixels: uint8, shape (n, s, s, 3), RGB, s = input_size -> float32, (n, feature_dim)."""
-        batch = self.preprocess(pixels)
-        if self.replicas == 1:
-            return self._forwards[0](batch).numpy()
-        # Dispatch every slice before reading any result, so the devices run together.
-        slices = np.array_split(batch, self.replicas)
-        pending = [forward(part) for forward, part in zip(self._forwards, slices, strict=True)
-                   if len(part)]
-        return np.concatenate([result.numpy() for result in pending])
+        """pixels: uint8, shape (n, s, s, 3), RGB, s = input_size, any n -> float32,
+        (n, feature_dim); computed batch_size images per call and device (see the class)."""
+        pixels = np.asarray(pixels)
+        n = len(pixels)
+        if n == 0:
+            return np.zeros((0, self.feature_dim), np.float32)
+        step = self.batch_size
+        calls = -(-n // step)
+        padded = np.zeros((calls * step, *pixels.shape[1:]), np.uint8)
+        padded[:n] = pixels
+        batches = self.preprocess(padded).reshape(calls, step, *pixels.shape[1:])
+        # Dispatch a call on every device before reading any result, so the devices run
+        # together; with one device, reading each result in turn costs nothing extra.
+        pending = [self._forwards[i % self.replicas](batch) for i, batch in enumerate(batches)]
+        return np.concatenate([result.numpy() for result in pending])[:n]
 
 
 def _on(tf, device: str | None):
     return tf.device(device) if device else contextlib.nullcontext()
 
 
-def backbone_for_identity(identity: Identity, weights_path: str | None = None) -> Backbone:
+def backbone_for_identity(identity: Identity, weights_path: str | None = None, *,
+                          batch_size: int = DEFAULT_BATCH_SIZE) -> Backbone:
     """Rebuild exactly the backbone that produced rows of `identity`, or say why not.
 
+    The backbone runs in the recorded precision also on hardware that lacks it (bfloat16
+    without AMX/AVX512-BF16, float16 without a GPU): slower, emulated by TensorFlow, but
+    the same arithmetic, so new images get the rows the head was fitted on.
     weights_path: needed only when the identity names a weights file by hash; the file
     given must hash to the recorded value. Raises WeightsError or UsageError.
     """
@@ -304,4 +327,4 @@ def backbone_for_identity(identity: Identity, weights_path: str | None = None) -
         )
     spec = WeightsSpec.from_identity(identity.weights, weights_path)
     return Backbone(spec, backbone=identity.model, layer=identity.layer, dtype=identity.dtype,
-                    precision=identity.precision)
+                    precision=identity.precision, batch_size=batch_size)

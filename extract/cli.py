@@ -13,10 +13,10 @@ import sys
 
 from headstart.cli import run_command
 from headstart.errors import UsageError
-from headstart.extract.backbone import PRECISIONS
 from headstart.extract.backbones import DEFAULT_BACKBONE, format_table
 from headstart.extract.job import OPTIONS, Summary
 from headstart.extract.labels import LabelSpec
+from headstart.extract.precision import AUTO, CHOICES
 from headstart.extract.runner import extract_features
 from headstart.extract.sharding import parse_shard, slurm_shard
 from headstart.features import schema
@@ -78,15 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="shards for --engine ray (default: 4 per worker)")
     run = parser.add_argument_group("run")
     run.add_argument("--batch-size", type=argument_type(OPTIONS["batch_size"]), default=32,
-                     help="images per model call and per GPU; all visible GPUs are used "
-                          "(limit them with CUDA_VISIBLE_DEVICES) (default: %(default)s)")
+                     help="images per model call and per GPU, always this many (a short last "
+                          "batch is padded), so rows do not depend on batching; all visible "
+                          "GPUs are used (limit them with CUDA_VISIBLE_DEVICES) "
+                          "(default: %(default)s)")
     run.add_argument("--dtype", choices=schema.STORAGE_DTYPES, default="float32",
                      help="storage type of the rows; float16 halves the file "
                           "(default: %(default)s)")
-    run.add_argument("--precision", choices=PRECISIONS, default="float32",
-                     help="backbone arithmetic: mixed_float16 is several times faster on "
-                          "NVIDIA GPUs; rows differ slightly and are never mixed with float32 "
-                          "ones (default: %(default)s)")
+    run.add_argument("--precision", choices=CHOICES, default=AUTO,
+                     help="backbone arithmetic. auto: mixed_float16 on NVIDIA GPUs of compute "
+                          "capability 7.0+, mixed_bfloat16 on CPUs with AMX-BF16 or "
+                          "AVX512-BF16, else float32; decided by a store's first run and "
+                          "recorded, later runs follow it. Rows of another precision differ "
+                          "slightly and are never mixed into a store (default: %(default)s)")
     run.add_argument("--compression", choices=schema.COMPRESSIONS, default="none",
                      help="HDF5 compression of the rows (default: %(default)s)")
     run.add_argument("--workers", type=argument_type(OPTIONS["workers"]), default=None,

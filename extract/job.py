@@ -7,22 +7,26 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from headstart import __version__
 from headstart.errors import StoreError, UsageError
-from headstart.extract.backbone import PRECISIONS, Backbone, WeightsSpec, pipeline_identity
+from headstart.extract import precision as precisions
+from headstart.extract.backbone import Backbone, WeightsSpec, pipeline_identity
 from headstart.extract.backbones import DEFAULT_BACKBONE, backbone_info
 from headstart.extract.catalog import Catalog
 from headstart.extract.labels import LabelSpec
 from headstart.extract.loop import LoopResult
 from headstart.features import SINGLE_FILE_LIMIT, open_store, schema
+from headstart.features.journal import recorded_precision
+from headstart.features.shards import ShardPlan, plan_path
 from headstart.options import Choice, Range, check_options
 
 OPTIONS = {
     "batch_size": Range(int, 1), "workers": Range(int, 1, 256), "flush_rows": Range(int, 1),
-    "dtype": Choice(schema.STORAGE_DTYPES), "precision": Choice(PRECISIONS),
+    "dtype": Choice(schema.STORAGE_DTYPES), "precision": Choice(precisions.CHOICES),
     "compression": Choice(schema.COMPRESSIONS), "seed": Range(int, 0),
     "single_file_limit": Range(int, 0),
 }
@@ -40,7 +44,7 @@ class Job:
     weights: str = "imagenet"
     seed: int = 0
     dtype: str = "float32"
-    precision: str = "float32"
+    precision: str = precisions.AUTO
     labels: LabelSpec = field(default_factory=LabelSpec)
     batch_size: int = 32
     workers: int | None = None
@@ -69,12 +73,43 @@ class Job:
         return WeightsSpec.parse(self.weights, self.seed)
 
     def identity(self, spec: WeightsSpec) -> schema.Identity:
+        """The rows' identity; needs a decided precision (see `decided`)."""
+        if self.precision == precisions.AUTO:
+            raise RuntimeError("decide the precision first (Job.decided)")
         return pipeline_identity(spec.identity_string(), self.dtype, self.precision,
                                  backbone=self.backbone, layer=self.layer)
 
     def build_model(self, spec: WeightsSpec):
         return Backbone(spec, backbone=self.backbone, layer=self.layer, dtype=self.dtype,
-                        precision=self.precision)
+                        precision=self.precision, batch_size=self.batch_size)
+
+    def decided(self, decision: precisions.Decision) -> Job:
+        """This job with the precision `decision` names (a no-op for an explicit one)."""
+        return replace(self, precision=decision.precision)
+
+
+def decide_precision(job: Job, *, model=None, plan: ShardPlan | None = None,
+                     hardware: Callable[[], precisions.Hardware] | None = None
+                     ) -> precisions.Decision:
+    """The precision of this run's rows, and why.
+
+    Explicit --precision: itself (a store of another precision refuses it later, naming
+    both). auto: the precision recorded by the shard plan under way, else by the store or
+    its committed parts, else that of a backbone given (`model`), else the choice for
+    `hardware()` (default: this machine; `headstart.extract.precision.choose`).
+    Raises StoreError for an unreadable store.
+    """
+    if job.precision != precisions.AUTO:
+        return precisions.Decision(job.precision, "--precision")
+    if plan is not None:
+        return precisions.follow(plan.schema_identity.precision,
+                                 str(plan_path(job.output, plan.generation)))
+    recorded = recorded_precision(job.output)
+    if recorded is not None:
+        return precisions.follow(recorded[0], str(recorded[1]))
+    if model is not None:
+        return precisions.Decision(model.identity.precision, "the backbone given")
+    return precisions.choose((hardware or precisions.this_machine)())
 
 
 @dataclass

@@ -17,6 +17,7 @@ sees (the image folder and the store's folder).
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections import deque
@@ -26,8 +27,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from headstart.errors import StoreError, missing_extra
-from headstart.extract.job import Job, Summary, matching_identity, store_summary
-from headstart.extract.runner import ensure_plan, log_above_progress_bar, run_shard
+from headstart.extract import precision as precisions
+from headstart.extract.job import Job, Summary, decide_precision, store_summary
+from headstart.extract.runner import agree_on_plan, log_above_progress_bar, run_shard
 from headstart.features.shards import current_plan, merge_shards, shard_status
 
 
@@ -50,7 +52,8 @@ def extract_with_ray(directory: str | Path, output: str | Path = "features.h5", 
         initialised in this process, else a new local one.
     shards: how many shards to plan (default: 4 per actor; an unmerged plan keeps its own).
     model_factory: builds the backbone in each actor, called as
-        model_factory(weights_spec, backbone=, layer=, dtype=, precision=) (default: Backbone).
+        model_factory(weights_spec, backbone=, layer=, dtype=, precision=, batch_size=)
+        (default: Backbone); precision is the one decided for the store, never auto.
     options: as for extract_features. Raises MissingExtraError without Ray, StoreError
     when shards still fail after `retries` retries (finished shards are kept).
     """
@@ -63,15 +66,16 @@ def extract_with_ray(directory: str | Path, output: str | Path = "features.h5", 
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
     try:
         spec = job.weights_spec()
-        identity = matching_identity(job, spec, None)
         layout = _actor_layout(ray, cpus_per_worker)
         existing = current_plan(job.output)
         count = existing.count if existing else (shards or 4 * layout["actors"])
-        plan = ensure_plan(job, count, spec, identity, log)
+        job, decision, plan = agree_on_plan(job, count, spec, None, log,
+                                            decide=_decide_on_a_worker(ray, layout))
         if plan is None:
             return store_summary(job, started, up_to_date=True)
         pending = [s.index for s in shard_status(job.output, plan) if s.state != "done"]
         remaining = sum(len(plan.slice(i)) for i in pending)
+        log(decision.line())
         log(f"ray: {layout['actors']} workers ({layout['describe']}) for {len(pending)} of "
             f"{plan.count} shards, {remaining:,} images")
         failed, workers = _run_shards(ray, job, plan.count, pending, remaining, layout,
@@ -92,6 +96,16 @@ def extract_with_ray(directory: str | Path, output: str | Path = "features.h5", 
     finally:
         if own_cluster:
             ray.shutdown()
+
+
+def _decide_on_a_worker(ray, layout: dict):
+    """decide_precision judging the hardware of a machine the actors get (a GPU node's,
+    not the driver's), asked only when neither the store nor a plan has decided."""
+    def hardware() -> precisions.Hardware:
+        probe = ray.remote(**layout["options"])(precisions.this_machine)
+        return ray.get(probe.remote())
+
+    return functools.partial(decide_precision, hardware=hardware)
 
 
 def _actor_layout(ray, cpus_per_worker: int | None) -> dict:
@@ -117,7 +131,7 @@ def _worker_class(ray):
 
             spec = job.weights_spec()
             kwargs = dict(backbone=job.backbone, layer=job.layer, dtype=job.dtype,
-                          precision=job.precision)
+                          precision=job.precision, batch_size=job.batch_size)
             self.job = job
             self.model = (model_factory or _default_factory)(spec, **kwargs)
             self.gpus = [str(g) for g in ray.get_gpu_ids()]

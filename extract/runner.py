@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -35,6 +36,7 @@ from headstart.extract.job import (
     Job,
     Summary,
     check_output,
+    decide_precision,
     matching_identity,
     provenance,
     run_summary,
@@ -42,6 +44,7 @@ from headstart.extract.job import (
 )
 from headstart.extract.loop import LoopResult, extract_into
 from headstart.extract.plan import Work, plan_work
+from headstart.extract.precision import AUTO, Decision, follow
 from headstart.features import (
     PartWriter,
     consolidate,
@@ -53,7 +56,7 @@ from headstart.features import (
     store_files,
 )
 from headstart.features.journal import remove_stale_temporaries
-from headstart.features.shards import ShardPlan, current_plan, publish_plan
+from headstart.features.shards import ShardPlan, current_plan, plan_path, publish_plan
 from headstart.features.stitch import next_generation, shards_dir
 
 
@@ -82,11 +85,13 @@ def run(job: Job, *, model=None, log: Callable[[str], None] = print) -> Summary:
     catalog = scan(job.directory, job.labels)
     check_output(job.output)
     spec = job.weights_spec()
-    identity = matching_identity(job, spec, model)
     _report_catalog(catalog, log)
     with exclusive_lock(job.output):
         remove_stale_temporaries(job.output)
         _refuse_unmerged_plan(job.output)
+        decision = decide_precision(job, model=model)
+        job = job.decided(decision)
+        identity = matching_identity(job, spec, model)
         records = read_records(store_files(job.output), identity, catalog.label_source,
                                writing_after=True)
         work = plan_work(catalog, records, hash_files=_hasher(catalog, job.workers),
@@ -95,6 +100,7 @@ def run(job: Job, *, model=None, log: Callable[[str], None] = print) -> Summary:
             return run_summary(job, catalog, started, up_to_date=True, hashed=work.hashed)
         loop = None
         if work.todo:
+            log(decision.line())
             log(f"extracting {len(work.todo)} of {len(catalog.files)} images in "
                 f"'{catalog.root}' with {identity.model} {identity.layer}, weights "
                 f"{identity.weights}")
@@ -125,10 +131,11 @@ def run_shard(job: Job, index: int, count: int, *, model=None,
         raise UsageError(f"--shard {index}/{count}: the index must run from 0 to {count - 1}.")
     check_output(job.output)
     spec = job.weights_spec()
-    identity = matching_identity(job, spec, model)
-    plan = ensure_plan(job, count, spec, identity, log)
+    job, decision, plan = agree_on_plan(job, count, spec, model, log)
     if plan is None:
         return store_summary(job, started, up_to_date=True, shard=f"{index}/{count}")
+    identity = plan.schema_identity
+    matching_identity(job, spec, model)
     target = plan.shard(job.output, index)
     with exclusive_lock(target):
         remove_stale_temporaries(target)
@@ -141,6 +148,7 @@ def run_shard(job: Job, index: int, count: int, *, model=None,
                                   store=target)
         loop = None
         if todo:
+            log(decision.line())
             log(f"shard {index}/{count}: extracting {len(todo)} of {len(plan.slice(index))} "
                 f"images with {identity.model} {identity.layer}")
             model = model or job.build_model(spec)
@@ -163,12 +171,37 @@ def run_shard(job: Job, index: int, count: int, *, model=None,
         return summary
 
 
+def agree_on_plan(job: Job, count: int, spec: WeightsSpec, model=None,
+                  log: Callable[[str], None] = print, decide=decide_precision
+                  ) -> tuple[Job, Decision, ShardPlan | None]:
+    """(job with its precision decided, the decision, the plan every shard follows).
+
+    With --precision auto, the plan under way decides; without one, this worker decides
+    (`decide`) and publishes its plan, and if another worker published first, its
+    precision is followed: shards on a cluster of mixed machines agree. The plan is None
+    when the store is up to date. Raises as ensure_plan.
+    """
+    plan = current_plan(job.output)
+    decision = decide(job, model=model, plan=plan)
+    decided = job.decided(decision)
+    plan = ensure_plan(decided, count, spec, decided.identity(spec), log,
+                       follow_precision=job.precision == AUTO)
+    if plan is not None and plan.schema_identity.precision != decided.precision:
+        decision = follow(plan.schema_identity.precision,
+                          str(plan_path(job.output, plan.generation)))
+        decided = job.decided(decision)
+    return decided, decision, plan
+
+
 def ensure_plan(job: Job, count: int, spec: WeightsSpec, identity: schema.Identity,
-                log: Callable[[str], None] = print) -> ShardPlan | None:
+                log: Callable[[str], None] = print, *, follow_precision: bool = False
+                ) -> ShardPlan | None:
     """The plan of the sharded run under way, or a new one published for it.
 
-    None when there is nothing to extract (the store is up to date). Raises UsageError
-    when the plan under way has another number of shards.
+    None when there is nothing to extract (the store is up to date). follow_precision:
+    a plan under way in another precision is followed, not refused (--precision auto).
+    Raises UsageError when the plan under way has another number of shards, StoreError
+    when it makes other rows.
     """
     plan = current_plan(job.output)
     if plan is None:
@@ -195,8 +228,11 @@ def ensure_plan(job: Job, count: int, spec: WeightsSpec, identity: schema.Identi
         raise UsageError(
             f"The sharded run of '{job.output}' under way has {plan.count} shards, not {count}; "
             f"run --shard I/{plan.count} (or finish and merge it before starting another).")
-    if plan.schema_identity != identity:
-        differences = "; ".join(plan.schema_identity.differences(identity))
+    theirs = plan.schema_identity
+    if follow_precision:
+        identity = replace(identity, precision=theirs.precision)
+    if theirs != identity:
+        differences = "; ".join(theirs.differences(identity))
         raise StoreError(f"The sharded run of '{job.output}' under way makes other rows "
                          f"({differences}); use the same options as its other shards.")
     return plan

@@ -61,6 +61,8 @@ def describe(path: str | Path, *, list_skipped: bool = False) -> str:
         + f", input {identity.input_size}x{identity.input_size}",
         f"weights: {identity.weights}"
         + (f" ({attrs['weights_path']})" if attrs.get("weights_path") else ""),
+        f"precision: {identity.precision} (the backbone's arithmetic; rows stored as "
+        f"{identity.dtype})",
         f"preprocessing: {identity.preprocessing}",
         f"resize: {identity.resize}",
         f"made by: headstart {attrs.get('tool_version', '?')}, "

@@ -66,6 +66,23 @@ def store_files(store: str | Path) -> list[Path]:
     return ([store] if store.exists() else []) + part_files(store)
 
 
+def recorded_precision(store: str | Path, *, writing_after: bool = True
+                       ) -> tuple[str, Path] | None:
+    """(precision, file) the rows of `store` were computed in, from its first file (the
+    store, else its first committed part); None for a store with neither.
+
+    Every file of a store has the same identity (read_records refuses others), so the
+    first is the store's record. Raises StoreError or StoreBusyError as open_h5 does
+    (writing_after: the caller was about to write; the message says nothing was changed).
+    """
+    files = store_files(store)
+    if not files:
+        return None
+    with open_h5(files[0], writing_after=writing_after) as handle:
+        precision = handle.attrs.get("precision", schema.IDENTITY_DEFAULTS["precision"])
+    return (precision.decode() if isinstance(precision, bytes) else str(precision)), files[0]
+
+
 class Records(dict):
     """Latest record per path (dict: path -> Record), and the files they were read from,
     each with its (inode, size, mtime_ns) when read: a file rewritten since under the same
@@ -136,9 +153,12 @@ def index_records(index: Index, source: int) -> dict[str, Record]:
 
 
 def _mismatch_message(file: Path, found: schema.Identity, wanted: schema.Identity) -> str:
+    follow = (f" (or leave out --precision: its default, auto, follows the store's "
+              f"{found.precision})" if found.differences(wanted) == [
+                  f"precision: {found.precision!r} vs {wanted.precision!r}"] else "")
     return (
         f"'{file}' holds features made differently ({'; '.join(found.differences(wanted))}); "
-        "write to another -o file or delete it to start over."
+        f"write to another -o file or delete it to start over{follow}."
     )
 
 

@@ -146,17 +146,32 @@ class FakeBackbone:
         return flat * 0.5 + 1.0
 
 
-def fake_backbone_factory(spec=None, **kwargs) -> FakeBackbone:
+def real_backbone_factory(spec, **kwargs):
+    """A real Backbone, for Ray workers whose rows are compared bit for bit."""
+    from headstart.extract.backbone import Backbone
+
+    return Backbone(spec, **kwargs)
+
+
+def fake_backbone_factory(spec=None, precision="float32", **kwargs) -> FakeBackbone:
     """A backbone factory for Ray workers (extract_with_ray's model_factory)."""
-    return FakeBackbone()
+    return FakeBackbone(identity=fake_identity(precision))
+
+
+def fake_identity(precision: str = "float32") -> Identity:
+    """The identity FakeBackbone claims, in the precision a run decided."""
+    from headstart.extract.backbone import pipeline_identity
+
+    return pipeline_identity("none (seed 0)", precision=precision)
 
 
 class DyingBackbone(FakeBackbone):
     """Kills its own process (SIGKILL, as an OOM-killer would) on its `after`-th batch,
     once: the first process to get there creates `marker`, later ones run normally."""
 
-    def __init__(self, marker: str, after: int = 2, delay_s: float = 0.0):
-        super().__init__(delay_s=delay_s)
+    def __init__(self, marker: str, after: int = 2, delay_s: float = 0.0,
+                 precision: str = "float32"):
+        super().__init__(delay_s=delay_s, identity=fake_identity(precision))
         self.marker, self.after, self.batches = marker, after, 0
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
@@ -170,8 +185,9 @@ class DyingBackbone(FakeBackbone):
         return super().embed(pixels)
 
 
-def dying_backbone_factory(spec=None, *, marker: str, **kwargs) -> DyingBackbone:
-    return DyingBackbone(marker)
+def dying_backbone_factory(spec=None, *, marker: str, precision="float32",
+                           **kwargs) -> DyingBackbone:
+    return DyingBackbone(marker, precision=precision)
 
 
 # The real extract-features command line in a child process, with the fake backbone

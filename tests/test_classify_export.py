@@ -162,6 +162,44 @@ def test_tflite_files_compute_what_the_keras_model_computes(tmp_path):
                                rtol=0)
 
 
+def test_a_bfloat16_classifier_exports_and_its_tflite_file_computes_in_float32(tmp_path):
+    """The Keras and SavedModel files keep the features' precision; TFLite, which has no
+    bfloat16 kernels, gets a float32 copy with the same weights (recorded in export.json)."""
+    from headstart.classify.export import float32_copy, write_export
+    from headstart.extract.backbone import _precision_policy
+    from headstart.extract.backbones import TF
+    from headstart.tf_quiet import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    with _precision_policy("mixed_bfloat16"):
+        pixels_in = keras.Input((8, 8, 3))
+        conv = keras.layers.Conv2D(64, 3, activation="relu", name="conv")(pixels_in)
+        features = keras.Model(pixels_in, keras.layers.GlobalAveragePooling2D()(conv))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    rows = features.predict(pixels / 127.5 - 1, verbose=0).astype(np.float32)
+    head = Head("softmax", ["a", "b", "c"], rows.mean(0), rows.std(0) + 1e-3,
+                [Layer(rng.normal(0, 0.1, (64, 3)), np.zeros(3), "softmax")],
+                pipeline_identity("none (seed 0)", precision="mixed_bfloat16"))
+    model = build_classifier(keras, features, head, TF)
+    write_export(model, tmp_path, head, tflite=True)
+    description = json.loads((tmp_path / "export.json").read_text())
+    assert description["precision"] == {"keras_and_saved_model": "mixed_bfloat16",
+                                        "tflite": "float32"}
+    assert not list(tmp_path.parent.glob(".*float32-saved-model"))  # the copy is removed
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert loaded.get_layer("backbone").get_layer("conv").dtype_policy.name == "mixed_bfloat16"
+    float32 = float32_copy(model)
+    assert float32 is not model and float32_copy(float32) is float32
+    lite = tflite_probabilities((tmp_path / "model.tflite").read_bytes(), pixels)
+    np.testing.assert_allclose(lite, float32.predict(pixels, verbose=0), atol=1e-5, rtol=0)
+    # bfloat16 keeps 8 bits of mantissa: probabilities move by at most a few hundredths
+    bf16 = model.predict(pixels, verbose=0)
+    assert bf16.std(axis=0).max() > 0.01, "the check needs probabilities that vary"
+    np.testing.assert_allclose(lite, bf16, atol=0.03, rtol=0)
+
+
 def doc_python_blocks() -> list[str]:
     """The README's example of the exported model (the one that imports TensorFlow)."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)

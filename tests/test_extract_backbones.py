@@ -146,4 +146,5 @@ def test_a_store_made_by_version_0_1_0_opens_resumes_and_predicts(old_store, tmp
                         lambda spec, **kw: built.append((spec, kw)) or FakeBackbone())
     backbone_module.backbone_for_identity(identity)
     assert built == [(WeightsSpec("none", 0), {"backbone": "VGG16", "layer": "fc2",
-                                               "dtype": "float32", "precision": "float32"})]
+                                               "dtype": "float32", "precision": "float32",
+                                               "batch_size": 32})]

@@ -64,5 +64,5 @@ def test_mixed_bfloat16_rows_are_close_to_float32_and_recorded_as_such(tmp_path,
     with open_store(out) as store:
         assert store.identity.precision == "mixed_bfloat16"
     with pytest.raises(StoreError, match="precision: 'mixed_bfloat16' vs 'float32'"):
-        extract_features(folder, out, weights="none", model=full, progress=False,
-                         log=lambda line: None)
+        extract_features(folder, out, weights="none", precision="float32", model=full,
+                         progress=False, log=lambda line: None)

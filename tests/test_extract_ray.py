@@ -15,8 +15,10 @@ from helpers import (
     fake_backbone_factory,
     folder_with_reference,
     many_images,
+    real_backbone_factory,
 )
 
+from headstart.extract.precision import choose, this_machine
 from headstart.features import open_store
 
 
@@ -52,9 +54,15 @@ def test_one_actor_per_gpu_and_the_rows_of_a_single_process_run(cluster, folder,
 
     folder, reference = folder
     out = tmp_path / "features.h5"
+    lines = []
     summary = extract_with_ray(folder, out, weights="none", shards=6, progress=False,
-                               model_factory=fake_backbone_factory, log=lambda line: None)
+                               model_factory=fake_backbone_factory, log=lines.append)
     assert_same(out, reference)
+    # --precision auto: decided on a worker (this machine here), printed and recorded
+    auto = choose(this_machine())
+    assert auto.line() in lines
+    with open_store(out) as store:
+        assert store.identity.precision == auto.precision
     assert summary.rows == 36 and summary.shards == 6
     gpus = sorted(g for worker in summary.workers for g in worker["gpus"])
     assert gpus == ["0", "1"]  # two actors, each placed on its own GPU
@@ -76,6 +84,29 @@ def test_an_actor_killed_mid_shard_is_replaced_and_the_run_completes(cluster, fo
     assert marker.exists()  # an actor really died (SIGKILL) in the middle of a shard
     assert any("died" in line and "retrying" in line for line in lines), lines
     assert_same(out, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_rows_of_real_backbones_on_actors_are_bit_identical_to_a_single_run(
+        cluster, tmp_path, backbone_cache, precision):
+    from headstart.extract import WeightsSpec, extract_features
+    from headstart.extract.ray_engine import extract_with_ray
+
+    folder = many_images(tmp_path / "pets", 10)
+    options = dict(backbone="MobileNetV3Small", weights="none", batch_size=4,
+                   precision=precision, progress=False, log=lambda line: None)
+    single = tmp_path / "single.h5"
+    backbone = backbone_cache(WeightsSpec("none"), backbone="MobileNetV3Small",
+                              precision=precision, batch_size=4)
+    extract_features(folder, single, model=backbone, **options)
+    out = tmp_path / "ray.h5"
+    extract_with_ray(folder, out, shards=3, model_factory=real_backbone_factory, **options)
+    (paths, rows, _), (paths_ray, rows_ray, _) = snapshot(single), snapshot(out)
+    assert paths_ray == paths
+    assert np.array_equal(rows_ray, rows), np.abs(rows_ray - rows).max()
+    with open_store(out) as store:
+        assert store.identity.precision == precision
 
 
 def test_without_ray_the_engine_names_the_install(tmp_path):

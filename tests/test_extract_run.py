@@ -11,6 +11,7 @@ from helpers import small_pets, write_image
 
 from headstart.extract import Backbone, WeightsError, WeightsSpec, extract_features
 from headstart.extract.backbone import pipeline_identity
+from headstart.extract.precision import choose, this_machine
 from headstart.features import StoreError, open_store, part_files
 
 
@@ -74,7 +75,9 @@ def test_first_run_stores_rows_and_skips_bad_files_with_reasons(tmp_path, cached
         assert [p for p, _ in store.skipped] == ["Cat/666.jpg", "Dog/11702.jpg"]
         assert store.skipped[0][1] == "empty file"
         assert store.labels.tolist() == [0, 0, 1, 1]
-        assert store.identity == pipeline_identity("none (seed 0)")
+        # --precision auto: this machine's choice (mixed_bfloat16 with bf16 units)
+        auto = choose(this_machine()).precision
+        assert store.identity == pipeline_identity("none (seed 0)", precision=auto)
         assert store.attrs["complete"] and store.attrs["version_tensorflow"]
     assert part_files(tmp_path / "f.h5") == []
 
