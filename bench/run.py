@@ -6,11 +6,15 @@
     python bench/run.py --weights-file vgg16.weights.h5   # pets-1k heads, float16, precision
                                                           # on realistic features
 
-Sections: ceiling (bare fc2 model, three ways of calling it), e2e (extract-features on
-pets-1k and on large photos, as a ratio to the ceiling), memory (peak RSS of
-extract-features for growing image counts), heads (fit-head wall time), store (size
-and load time per dtype, compression and chunk shape), float16 (accuracy cost of
-storing half precision), precision (rows of mixed-precision inference against float32).
+Sections: ceiling (bare fc2 model, three ways of calling it), e2e (extract-features at
+the default precision on pets-1k and on large photos, as a ratio to the ceiling), auto
+(the default --precision auto against --precision float32, end to end), host (the
+pipeline without a model on photos of PetImages' sizes and phone photos, 1 and 2
+decoding workers), memory (peak RSS of extract-features for growing image counts),
+heads (fit-head wall time), store (size and load time per dtype, compression and chunk
+shape), float16 (accuracy cost of storing half precision), precision (rows of
+mixed-precision inference against float32), accuracy (pets-1k heads on float32 rows
+against rows of the auto precision; needs --weights-file).
 Ratios are computed within the run, because absolute numbers on a shared machine drift.
 Prints markdown tables and writes bench/results/bench.json and bench.md.
 """
@@ -18,6 +22,7 @@ Prints markdown tables and writes bench/results/bench.json and bench.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,7 +38,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 # Photos to extract: class sub-folders of JPEGs; --photos overrides.
 PETS = HERE.parent.parent / "shared" / "data" / "pets-1k"
-SECTIONS = ("ceiling", "e2e", "memory", "heads", "store", "float16", "precision")
+SECTIONS = ("ceiling", "e2e", "auto", "host", "memory", "heads", "store", "float16",
+            "precision", "accuracy")
 
 
 def cli(name: str) -> str:
@@ -58,9 +64,14 @@ def machine() -> dict:
     import_keras()
     import tensorflow as tf
 
+    from headstart.extract.precision import BF16_FLAGS, choose, cpu_flags, this_machine
+
     build = tf.sysconfig.get_build_info()
+    flags = cpu_flags()
     return {
         "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
+        "cpu_flags": sorted(f for f in flags if f in {*BF16_FLAGS, "avx2", "avx512f"}),
+        "auto_precision": choose(this_machine()).line(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__, "tf_cuda_build": bool(build.get("is_cuda_build")),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
@@ -91,7 +102,7 @@ def bench_ceiling(backbone, batch_size: int, batches: int,
     tensor = tf.constant(x)
     model = backbone.model
     calls = {
-        "compiled tf.function": lambda: backbone._forward(tensor).numpy(),
+        "compiled tf.function": lambda: backbone._forwards[0](tensor).numpy(),
         "eager model(x)": lambda: model(tensor, training=False).numpy(),
         "predict_on_batch": lambda: model.predict_on_batch(x),
     }
@@ -101,6 +112,139 @@ def bench_ceiling(backbone, batch_size: int, batches: int,
         seconds = timed(lambda call=call: [call() for _ in range(batches)], repeat=2)
         result[name] = batch_size * batches / seconds
     result["best"] = max(result.values())
+    return result
+
+
+def bench_auto(work: Path, count: int, rounds: int = 2) -> dict:
+    """extract-features images/s at --precision auto and at float32 on the same photos.
+
+    The two alternate (float32, auto, float32, auto, ...) so drift on a shared machine
+    falls on both; the ratio of each round and the best rate of each are reported.
+    """
+    from headstart.extract import extract_features
+    from headstart.extract.backbone import Backbone, WeightsSpec
+
+    folder = subset(work / "auto-pets", count)
+    models = {p: Backbone(WeightsSpec("none", 0), precision=p) for p in ("float32", "auto")}
+    auto = models["auto"].identity.precision
+    rates: dict[str, list[float]] = {"float32": [], auto: []}
+    for round_ in range(rounds):
+        for name, model in models.items():
+            summary = extract_features(folder, work / f"auto-{name}-{round_}.h5",
+                                       weights="none", model=model, progress=False,
+                                       log=lambda line: None)
+            rates[model.identity.precision].append(summary.images_per_s)
+    ratios = [a / f for a, f in zip(rates[auto], rates["float32"], strict=True)]
+    return {"images": count, "auto": auto, "images_per_s": rates,
+            "ratio_per_round": ratios, "ratio_of_best": max(rates[auto]) / max(rates["float32"])}
+
+
+def make_petimages_like(target: Path, count: int, phone_share: float = 0.1) -> Path:
+    """JPEGs of PetImages' sizes (500x375, quality 75, about 25 KB) and, every
+    1/phone_share-th image, a 4032x3024 phone photo (quality 90, about 1.8 MB), made from
+    the photos with a little sensor-like noise so files have realistic sizes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    files = sorted(PETS.rglob("*.jpg"))
+    every = round(1 / phone_share) if phone_share else 0
+    for i in range(count):
+        src = files[i % len(files)]
+        phone = bool(every) and i % every == every - 1
+        size, noise, quality = ((4032, 3024), 4, 90) if phone else ((500, 375), 2, 75)
+        with Image.open(src) as image:
+            pixels = np.asarray(image.convert("RGB").resize(size, Image.BICUBIC), np.int16)
+        pixels = pixels + rng.normal(0, noise, pixels.shape).astype(np.int16)
+        dst = target / src.parent.name / f"{i:06d}.jpg"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(dst, quality=quality)
+    return target
+
+
+class FreeBackbone:
+    """A backbone that costs nothing: what is left is the host side (read, hash, decode,
+    resize, batch, commit), the part that must keep a GPU fed."""
+
+    replicas = 1
+
+    def __init__(self):
+        from headstart.extract.backbone import pipeline_identity
+
+        self.identity = pipeline_identity("none (seed 0)")
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return np.zeros((len(pixels), 4096), np.float32)
+
+
+@contextlib.contextmanager
+def on_cores(count: int):
+    """Run the block on the first `count` CPUs this process may use (threads started
+    inside inherit it), so "per core" means one core, main thread included."""
+    allowed = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, allowed[:count])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def bench_host(work: Path, count: int, rounds: int = 2) -> dict:
+    """images/s of the whole pipeline with FreeBackbone and of decode_stream alone, on 1
+    core with 1 decoding worker and on 2 cores with 2, on PetImages-sized photos alone and
+    with 10% phone photos; the best of `rounds` alternating runs."""
+    from headstart.extract import decode_stream, extract_features
+
+    result = {}
+    cores = min(2, len(os.sched_getaffinity(0)))
+    for label, share in (("500x375 JPEGs", 0.0), ("500x375 + 10% 4032x3024", 0.1)):
+        folder = make_petimages_like(work / f"host-{share}", count, share)
+        files = sorted(folder.rglob("*.jpg"))
+        for path in files:  # into the page cache: the disk is not what is measured
+            path.read_bytes()
+        rates: dict[str, list[float]] = {}
+        for round_ in range(rounds):
+            for n in range(1, cores + 1):
+                with on_cores(n):
+                    start = time.perf_counter()
+                    done = sum(1 for _ in decode_stream(((str(f), f) for f in files),
+                                                        workers=n))
+                    decoded = done / (time.perf_counter() - start)
+                    summary = extract_features(folder, work / f"host-{share}-{n}-{round_}.h5",
+                                               weights="none", model=FreeBackbone(), workers=n,
+                                               progress=False, log=lambda line: None)
+                rates.setdefault(f"decode_stream, {n} core(s)", []).append(decoded)
+                rates.setdefault(f"pipeline, {n} core(s)", []).append(summary.images_per_s)
+        best = {k: max(v) for k, v in rates.items()}
+        result[label] = {"images": count, "best_images_per_s": best, "all": rates}
+        if cores == 2:
+            result[label]["pipeline_2_over_1"] = (best["pipeline, 2 core(s)"]
+                                                  / best["pipeline, 1 core(s)"])
+    return result
+
+
+def bench_accuracy(work: Path, weights: str | None) -> dict:
+    """pets-1k test accuracy and log loss of both heads on float32 rows and on rows of the
+    auto precision (same photos, same seed, so the same split)."""
+    if not weights:
+        return {"skipped": "needs --weights-file for realistic pets-1k features"}
+    from headstart.extract import extract_features
+    from headstart.extract.precision import choose, this_machine
+
+    auto = choose(this_machine()).precision
+    fit_head = cli("fit-head")
+    result = {"auto": auto}
+    for precision in dict.fromkeys(("float32", auto)):
+        store = work / f"accuracy-{precision}.h5"
+        summary = extract_features(PETS, store, weights=weights, precision=precision,
+                                   progress=False, log=lambda line: None)
+        out = work / f"accuracy-{precision}"
+        subprocess.run([fit_head, "--features", str(store), "--model", "both", "-o", str(out),
+                        "--no-plots", "-q"], check=True, capture_output=True)
+        result[precision] = {"images_per_s": summary.images_per_s}
+        for metrics in sorted(out.glob("*/metrics.json")):
+            test = json.loads(metrics.read_text())["test"]
+            result[precision][metrics.parent.name] = {"accuracy": test["accuracy"],
+                                                     "log_loss": test.get("log_loss")}
     return result
 
 
@@ -361,7 +505,8 @@ def markdown(report: dict) -> str:
     out.append(f"Machine: {m['cpu']}, {m['cores']} cores visible, {m['memory_gb']} GB; "
                f"Python {m['python']}, TensorFlow {m['tensorflow']} "
                f"({'CUDA' if m['tf_cuda_build'] else 'CPU'} build); "
-               f"GPUs: {', '.join(m['gpus']) or 'none'}.\n")
+               f"GPUs: {', '.join(m['gpus']) or 'none'}; CPU flags: "
+               f"{', '.join(m.get('cpu_flags', [])) or 'unknown'}; {m.get('auto_precision')}.\n")
     if "ceiling" in report:
         out += ["| bare fc2 model, pre-decoded batches | images/s |", "| --- | ---: |"]
         out += [f"| {k} | {v:.1f} |" for k, v in report["ceiling"].items() if k != "best"]
@@ -372,6 +517,36 @@ def markdown(report: dict) -> str:
         for k, v in report["e2e"].items():
             out.append(f"| {k} | {v['images']} | {v['images_per_s']:.1f} | "
                        f"{v['ceiling_around']:.1f} | {v['ratio_to_ceiling']:.2f} |")
+        out.append("")
+    if "auto" in report:
+        a = report["auto"]
+        rates = a["images_per_s"]
+        out += [f"| extract-features, {a['images']} pets-1k photos | images/s (each round) |",
+                "| --- | --- |"]
+        out += [f"| --precision {k} | " + ", ".join(f"{r:.1f}" for r in v) + " |"
+                for k, v in rates.items()]
+        out += [f"| auto ({a['auto']}) / float32 | "
+                + ", ".join(f"{r:.2f}" for r in a["ratio_per_round"])
+                + f" (best over best {a['ratio_of_best']:.2f}) |", ""]
+    if "host" in report:
+        out += ["| host side, no model | images | " + " | ".join(
+            next(iter(report["host"].values()))["best_images_per_s"]) + " | pipeline 2 / 1 |",
+            "| --- | ---: |" + " ---: |" * (len(next(iter(report["host"].values()))[
+                "best_images_per_s"]) + 1)]
+        for k, v in report["host"].items():
+            out.append(f"| {k} | {v['images']} | " + " | ".join(
+                f"{r:.0f}" for r in v["best_images_per_s"].values())
+                + f" | {v.get('pipeline_2_over_1', float('nan')):.2f} |")
+        out.append("")
+    acc = report.get("accuracy", {})
+    if "float32" in acc:
+        out += ["| pets-1k, test split | rows | logreg accuracy | logreg log loss "
+                "| softmax accuracy | softmax log loss |", "| --- | --- |" + " ---: |" * 4]
+        for k in dict.fromkeys(("float32", acc["auto"])):
+            cells = [f"{acc[k][m]['accuracy']:.2%} | {acc[k][m]['log_loss']:.4f}"
+                     for m in ("logreg", "softmax")]
+            out.append(f"| {k} | {'auto' if k == acc['auto'] else ''} | "
+                       + " | ".join(cells) + " |")
         out.append("")
     if "memory_peak_rss_mb" in report:
         mem = report["memory_peak_rss_mb"]
@@ -441,7 +616,9 @@ def main() -> None:
     report: dict = {"machine": machine(), "sizes": sizes}
     from headstart.extract.backbone import Backbone, WeightsSpec
 
-    backbone = Backbone(WeightsSpec("none", 0)) if only & {"ceiling", "e2e"} else None
+    # The default precision (auto): what a user's run gets on this machine.
+    backbone = (Backbone(WeightsSpec("none", 0), precision="auto")
+                if only & {"ceiling", "e2e"} else None)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "ceiling" in only:
@@ -449,6 +626,10 @@ def main() -> None:
         if "e2e" in only:
             report["e2e"] = bench_e2e(backbone, work, sizes["pets"], sizes["large"],
                                       args.batch_size, sizes["ceiling_batches"])
+        if "auto" in only:
+            report["auto"] = bench_auto(work, 64 if args.quick else 192)
+        if "host" in only:
+            report["host"] = bench_host(work, 100 if args.quick else 600)
         if "memory" in only:
             report["memory_peak_rss_mb"] = bench_memory(work, sizes["memory"], args.batch_size)
         pets_store = None
@@ -467,6 +648,8 @@ def main() -> None:
         if "precision" in only:
             report["precision"] = bench_precision(args.weights_file or "none",
                                                   32 if args.quick else 128, args.batch_size)
+        if "accuracy" in only:
+            report["accuracy"] = bench_accuracy(work, args.weights_file)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2, default=str))

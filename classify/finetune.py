@@ -195,8 +195,10 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
     if not gpus:
         log("No GPU is visible: fine-tuning is GPU work and runs on the CPU here, minutes per "
             "epoch for a few hundred images (the progress bar shows the ETA).")
+    # The precision the features were made in (emulated, slower, where this machine
+    # lacks it): the fine-tuned model starts from exactly the head's inputs.
     backbone = Backbone(spec, backbone=info.name, layer=model_head.identity.layer,
-                        devices=gpus[:1])
+                        precision=model_head.identity.precision, devices=gpus[:1])
     model = build_classifier(keras, backbone.model, model_head, info.mode)
     unfrozen = unfreeze_top(backbone.model, settings["unfreeze"])
     trainable, frozen = count_parameters(model)

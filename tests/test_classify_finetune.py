@@ -237,3 +237,29 @@ def test_a_checkpoint_is_committed_by_its_state_file_alone(tmp_path):
     (checkpoint.directory / "state.json").write_text("{")
     with pytest.raises(ClassifyError, match="checkpoint in .* is damaged.*delete that folder"):
         checkpoint.load()
+
+
+@pytest.mark.slow
+def test_a_bfloat16_head_is_fine_tuned_in_bfloat16(deployable, tmp_path):
+    """The backbone is rebuilt in the features' recorded precision, also on a CPU without
+    bf16 units (TensorFlow emulates it there); its weights stay float32 variables."""
+    import h5py
+    import keras
+
+    from headstart.classify.cli import fit_head_main
+
+    store = tmp_path / "features.h5"
+    shutil.copy(deployable.store, store)
+    with h5py.File(store, "r+") as handle:  # the same rows, recorded as bfloat16 ones
+        handle.attrs["precision"] = "mixed_bfloat16"
+    heads = tmp_path / "heads"
+    assert fit_head_main(["--features", str(store), "--model", "softmax", "-o", str(heads),
+                          "--seed", str(deployable.seed), "--no-plots", "-q"]) == 0
+    result = fine_tune(store, heads / "softmax", out_dir=tmp_path / "tuned", unfreeze=UNFREEZE,
+                       epochs=1, batch_size=64, progress=False)
+    assert result.metrics["after"]["test"]["n"] > 0
+    tuned = keras.saving.load_model(tmp_path / "tuned" / "model.keras", safe_mode=True)
+    conv = tuned.get_layer("backbone").get_layer(UNFREEZE)
+    assert conv.dtype_policy.name == "mixed_bfloat16"
+    assert conv.kernel.dtype == "float32"
+    assert tuned.get_layer("probabilities").dtype_policy.name == "float32"
