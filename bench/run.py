@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 # Photos to extract: class sub-folders of JPEGs; --photos overrides.
 PETS = HERE.parent.parent / "shared" / "data" / "pets-1k"
 SECTIONS = ("ceiling", "e2e", "auto", "host", "memory", "heads", "store", "float16",
-            "precision", "accuracy")
+            "precision", "batching", "accuracy")
 
 
 def cli(name: str) -> str:
@@ -219,6 +219,41 @@ def bench_host(work: Path, count: int, rounds: int = 2) -> dict:
         if cores == 2:
             result[label]["pipeline_2_over_1"] = (best["pipeline, 2 core(s)"]
                                                   / best["pipeline, 1 core(s)"])
+    return result
+
+
+def bench_batching(weights: str, count: int = 40) -> dict:
+    """How far rows move with the batch shape, relative to the largest value: the same
+    photos through fixed-shape backbones of batch 32 and 8, through the compiled model
+    called on the last 8 photos alone (what an unpadded last batch was), and through the
+    eager Keras call (what a Keras model outside headstart computes)."""
+    from headstart.extract.backbone import Backbone, WeightsSpec
+    from headstart.extract.images import decode_pixels
+
+    files = sorted(PETS.rglob("*.jpg"))[:: max(1, 1000 // count)][:count]
+    pixels = np.stack([decode_pixels(f.read_bytes()) for f in files])
+    spec = WeightsSpec.parse(weights)
+    result = {"images": len(pixels)}
+    for precision in ("float32", "mixed_bfloat16"):
+        b32, b8 = (Backbone(spec, precision=precision, batch_size=n) for n in (32, 8))
+        rows = b32.embed(pixels)
+        scale = float(np.abs(rows).max())
+        import tensorflow as tf
+
+        # The same compiled model without a fixed shape: what an unpadded last batch was.
+        free_shape = tf.function(lambda x, model=b32.model: tf.cast(model(x, training=False),
+                                                                    tf.float32))
+        tail = free_shape(b32.preprocess(pixels[-8:])).numpy()
+        result[precision] = {
+            "batch 32, any grouping": float(np.abs(
+                np.concatenate([b32.embed(pixels[i:i + 5]) for i in range(0, count, 5)])
+                - rows).max()) / scale,
+            "batch 8 vs batch 32": float(np.abs(b8.embed(pixels) - rows).max()) / scale,
+            "compiled, 8 unpadded vs batch 32": float(np.abs(tail - rows[-8:]).max()) / scale,
+            "eager model(x) vs compiled": float(np.abs(np.asarray(
+                b32.model(b32.preprocess(pixels[-8:]), training=False), np.float32)
+                - rows[-8:]).max()) / scale,
+        }
     return result
 
 
@@ -538,6 +573,14 @@ def markdown(report: dict) -> str:
                 f"{r:.0f}" for r in v["best_images_per_s"].values())
                 + f" | {v.get('pipeline_2_over_1', float('nan')):.2f} |")
         out.append("")
+    batching = report.get("batching", {})
+    if "float32" in batching:
+        columns = list(batching["float32"])
+        out += [f"| rows, max difference / max ({batching['images']} photos) | "
+                + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+        out += [f"| {p} | " + " | ".join(f"{batching[p][c]:.3g}" for c in columns) + " |"
+                for p in ("float32", "mixed_bfloat16")]
+        out.append("")
     acc = report.get("accuracy", {})
     if "float32" in acc:
         out += ["| pets-1k, test split | rows | logreg accuracy | logreg log loss "
@@ -648,6 +691,8 @@ def main() -> None:
         if "precision" in only:
             report["precision"] = bench_precision(args.weights_file or "none",
                                                   32 if args.quick else 128, args.batch_size)
+        if "batching" in only:
+            report["batching"] = bench_batching(args.weights_file or "none")
         if "accuracy" in only:
             report["accuracy"] = bench_accuracy(work, args.weights_file)
     output = Path(args.output)
