@@ -134,8 +134,7 @@ def run_shard(job: Job, index: int, count: int, *, model=None,
     job, decision, plan = agree_on_plan(job, count, spec, model, log)
     if plan is None:
         return store_summary(job, started, up_to_date=True, shard=f"{index}/{count}")
-    identity = plan.schema_identity
-    matching_identity(job, spec, model)
+    identity = matching_identity(job, spec, model)  # the plan's: ensure_plan checked it
     target = plan.shard(job.output, index)
     with exclusive_lock(target):
         remove_stale_temporaries(target)
