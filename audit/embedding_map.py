@@ -5,7 +5,8 @@
     m.rows, m.xy        # int64 (m,) store rows; float32 (m, 2) coordinates
 
 The map shows at most `max_rows` rows: a uniform random sample (seeded) of the store,
-plus every row in `must_include` (the flagged images, so each finding is on the map).
+plus the rows in `must_include` (the flagged images, so each finding is on the map; up
+to half of max_rows of them).
 The projection is PCA of the unit-length rows to 2 components (scikit-learn's `PCA`,
 randomized SVD), fitted on the random sample only and applied to every shown row, so a
 handful of flagged rows cannot pull the axes towards themselves. t-SNE (scikit-learn's
@@ -54,15 +55,18 @@ class EmbeddingMap:
 
 def sample_rows(n: int, must_include: np.ndarray, max_rows: int = MAX_ROWS,
                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(random, shown): int64 sorted rows of a seeded uniform sample of range(n), at most
-    max_rows minus the must-include rows (at least half of max_rows), and that sample
-    together with `must_include` (all rows when n <= max_rows)."""
+    """(random, shown): int64 sorted rows of a seeded uniform sample of range(n), and that
+    sample together with `must_include` (all rows when n <= max_rows). shown holds at
+    most max_rows rows: the must-include rows take up to half of them (a seeded random
+    half of them where there are more), the sample the rest."""
     must = np.unique(np.asarray(must_include, dtype=np.int64))
     if n <= max_rows:
         everything = np.arange(n, dtype=np.int64)
         return everything, everything
-    room = max(max_rows - len(must), max_rows // 2)
     rng = np.random.default_rng(seed)
+    if len(must) > max_rows // 2:
+        must = np.sort(rng.choice(must, size=max_rows // 2, replace=False))
+    room = max_rows - len(must)
     random = np.sort(rng.choice(n, size=room, replace=False)).astype(np.int64)
     return random, np.union1d(random, must)
 

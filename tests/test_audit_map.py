@@ -15,6 +15,9 @@ def test_a_large_store_shows_a_seeded_sample_and_every_flagged_row():
     assert set(must.tolist()) <= set(shown.tolist()) and len(shown) <= 500
     again, _ = embedding_map.sample_rows(10_000, must, max_rows=500, seed=3)
     np.testing.assert_array_equal(random, again)
+    many = np.arange(0, 10_000, 7)  # more flagged rows than half the map
+    random, shown = embedding_map.sample_rows(10_000, many, max_rows=500, seed=3)
+    assert len(shown) <= 500 and len(np.intersect1d(shown, many)) >= 250
     _, shown = embedding_map.sample_rows(400, must[:2], max_rows=500)
     np.testing.assert_array_equal(shown, np.arange(400))
 
