@@ -76,7 +76,7 @@ def _audit(args: argparse.Namespace) -> int:
         f"  copies across splits           {plural(c['leak']['groups'], 'group')}, "
         f"{plural(c['leak']['images'], 'image')} ({plural(leaky, 'test image')} with a copy in "
         "train or validation)",
-        f"  near duplicates within a split {plural(c['duplicate']['groups'], 'group')}, "
+        f"  copies within a split          {plural(c['duplicate']['groups'], 'group')}, "
         f"{plural(c['duplicate']['images'], 'image')}",
         f"  likely label errors            {plural(c['label']['images'], 'image')}",
         f"  outliers                       {plural(c['outlier']['images'], 'image')}",

@@ -10,12 +10,12 @@ issues.csv has one line per flagged image and kind, in report order (kinds as
                     (distances over their medians); higher is always more suspicious
     given_label     the stored label
     suggested_label label: the most probable other class; otherwise empty
-    partner_path    conflict: a copy under another label; leak: its nearest near duplicate
+    partner_path    conflict: a copy under another label; leak: its nearest copy
                     in another split; duplicate: the cluster's first image, which is kept
 
-Within a near-duplicate cluster that lies in one split, every image but the first is a
-`duplicate`; in a cluster of copies across splits every image is a `leak` (fit-head
---exclude then drops its train and validation members and keeps the test ones).
+Within a cluster of copies (copy threshold) that lies in one split, every image but the
+first is a `duplicate`; in a cluster of copies across splits every image is a `leak`
+(fit-head --exclude then drops its train and validation members and keeps the test ones).
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ def record(audit: Audit, found: list[Issue]) -> dict:
         "outlier_fence": {"value": audit.outliers.fence,
                           "derived": "Q3 + 1.5 x IQR of the outlier scores (Tukey's fence)"},
         "counts": counts(audit, found), "head": audit.head, "seconds": audit.seconds,
+        "map": audit.map.record() if audit.map is not None else None,
         "issues": [{"path": audit.paths[i.row], "issue": i.kind,
                     "score": None if np.isnan(i.score) else round(i.score, 6),
                     "split": SPLITS[audit.assignment[i.row]],

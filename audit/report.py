@@ -4,9 +4,10 @@ No script, no stylesheet or font from elsewhere, no server: the file opens in an
 browser, offline, and can be mailed. Every name from the store (paths, class names) is
 HTML-escaped. Sections, in order: header (store identity, split, thresholds with how
 they were derived, a histogram of nearest-neighbour cosine with the threshold drawn on
-it, counts), same bytes with different labels, near duplicates and leakage (across
-splits first), likely label errors, outliers, what the audit cannot see. Each section
-shows at most `max_shown` groups or images; issues.csv has all of them.
+it, counts, a 2-D map of the rows as inline SVG), same bytes with different labels,
+near duplicates and leakage (across splits first), likely label errors, outliers, what
+the audit cannot see. Each section shows at most `max_shown` groups or images;
+issues.csv has all of them.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ figure img{width:160px;height:160px;object-fit:contain;background:#eee;display:b
 figcaption{overflow-wrap:anywhere;line-height:1.3} .test{color:#a00;font-weight:bold}
 .more{color:#555;font-style:italic} .note{color:#444;font-size:14px;max-width:900px}
 .num{text-align:right}
+.map{border:1px solid #ccc;background:#fff} .map .tip{display:none;pointer-events:none}
+.map g.f:hover .tip{display:inline} .map g.f:hover path{stroke-width:4}
+.legend{display:flex;flex-wrap:wrap;gap:14px;font-size:13px;margin:4px 0 10px}
+.legend svg{vertical-align:middle}
 """
 
 
@@ -98,10 +103,8 @@ def histogram(audit: Audit) -> str:
         low = float(min(cosine.min(), 1 - t.copy - 0.02))
         ax.hist(cosine, bins=np.linspace(low, 1.0, 80), color="#4c72b0")
     ax.set_yscale("log")
-    ax.axvline(1 - t.near_duplicate, color="#c44e52", linestyle="--",
-               label=f"near duplicate: cosine >= {1 - t.near_duplicate:.4f}")
-    ax.axvline(1 - t.copy, color="#dd8452", linestyle=":",
-               label=f"copy across splits: cosine >= {1 - t.copy:.4f}")
+    ax.axvline(1 - t.copy, color="#c44e52", linestyle="--",
+               label=f"copy (within and across splits): cosine >= {1 - t.copy:.4f}")
     ax.set_xlabel("cosine similarity to the nearest image with other bytes")
     ax.set_ylabel("images")
     fig.legend(loc="outside upper center", ncols=2, frameon=False)
@@ -152,16 +155,119 @@ def _header(page: _Page, found: list[Issue]) -> None:
         ("copies across splits", f"{plural(c['leak']['groups'], 'group')}, "
          f"{plural(c['leak']['images'], 'image')}; {plural(leaky, 'test image')} with a copy "
          "in train or validation"),
-        ("near duplicates within a split", f"{plural(c['duplicate']['groups'], 'group')}, "
+        ("copies within a split", f"{plural(c['duplicate']['groups'], 'group')}, "
          f"{plural(c['duplicate']['images'], 'image')} beyond the first of each group"),
         ("likely label errors", plural(c["label"]["images"], "image")),
         ("outliers", plural(c["outlier"]["images"], "image")),
     ]
     page.add("<h3>Found</h3><table>" + "".join(
         f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary) + "</table>")
+    _map(page, found)
 
 
 _LEAKY = "test_images_with_a_copy_in_train_or_validation"
+
+CLASS_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#8172b3", "#937860", "#da8bc3", "#8c8c8c",
+                 "#ccb974", "#64b5cd", "#c44e52"]
+FINDING_COLOURS = {"conflict": "#d62728", "leak": "#ff7f0e", "duplicate": "#9400d3",
+                   "label": "#000000", "outlier": "#00a000"}
+MAP_SIZE = (900, 560)  # SVG pixels
+_MARGIN = 12
+
+
+def _marker(split: int, x: float, y: float, r: float) -> str:
+    """SVG path data: a circle (train), a square (validation) or a diamond (test)."""
+    if split == 0:
+        return f"M{x - r:.1f},{y:.1f}a{r:g},{r:g} 0 1,0 {2 * r:g},0a{r:g},{r:g} 0 1,0 {-2 * r:g},0"
+    if split == 1:
+        return f"M{x - r:.1f},{y - r:.1f}h{2 * r:g}v{2 * r:g}h{-2 * r:g}z"
+    d = 1.35 * r
+    return f"M{x:.1f},{y - d:.1f}l{d:.2f},{d:.2f}l{-d:.2f},{d:.2f}l{-d:.2f},{-d:.2f}z"
+
+
+def map_svg(page: _Page, found: list[Issue]) -> str:
+    """Inline SVG of `audit.map`: one path per shown row (data-row, data-label, data-split,
+    data-finding attributes; a title for the tooltip), coloured by label, shaped by split,
+    flagged rows ringed in their first finding's colour and drawn last, each with its
+    thumbnail shown on hover (CSS only, no script)."""
+    a = page.audit
+    m = a.map
+    width, height = MAP_SIZE
+    kinds: dict[int, list[str]] = {}
+    for issue in found:
+        kinds.setdefault(issue.row, [])
+        if issue.kind not in kinds[issue.row]:
+            kinds[issue.row].append(issue.kind)
+    xy = m.xy.astype(np.float64)
+    low, high = (xy.min(axis=0), xy.max(axis=0)) if len(xy) else (np.zeros(2), np.ones(2))
+    span = np.where(high > low, high - low, 1.0)
+    box = np.array([width - 2 * _MARGIN, height - 2 * _MARGIN], dtype=np.float64)
+    px = _MARGIN + (xy - low) / span * box
+    px[:, 1] = height - px[:, 1]  # y up
+    plain, ringed = [], []
+    thumbs_per_kind: dict[str, int] = {}
+    for pos, row in enumerate(m.rows.tolist()):
+        x, y = px[pos]
+        label, split = int(a.labels[row]), int(a.assignment[row])
+        fill = CLASS_COLOURS[label % len(CLASS_COLOURS)]
+        row_kinds = kinds.get(row, [])
+        title = escape(f"{a.paths[row]} - {a.classes[label]}, {SPLITS[split]}"
+                       + (f"; {', '.join(row_kinds)}" if row_kinds else ""))
+        attrs = (f'data-row="{row}" data-label="{escape(a.classes[label])}" '
+                 f'data-split="{SPLITS[split]}" data-finding="{" ".join(row_kinds)}"')
+        if not row_kinds:
+            plain.append(f'<path d="{_marker(split, x, y, 3)}" fill="{fill}" '
+                         f'fill-opacity="0.55" {attrs}><title>{title}</title></path>')
+            continue
+        first = row_kinds[0]
+        tip = ""
+        thumbs_per_kind[first] = thumbs_per_kind.get(first, 0) + 1
+        uri = page.thumb(row) if thumbs_per_kind[first] <= page.max_shown else ""
+        if uri:
+            size = 120
+            tx = min(max(x + 10, 0), width - size)
+            ty = min(max(y - size - 10, 0), height - size)
+            tip = (f'<image class="tip" href="{uri}" x="{tx:.0f}" y="{ty:.0f}" '
+                   f'width="{size}" height="{size}"/>')
+        ringed.append(f'<g class="f"><path d="{_marker(split, x, y, 5)}" fill="{fill}" '
+                      f'stroke="{FINDING_COLOURS[first]}" stroke-width="2.5" {attrs}>'
+                      f"<title>{title}</title></path>{tip}</g>")
+    return (f'<svg class="map" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" role="img">'
+            + "".join(plain) + "".join(ringed) + "</svg>")
+
+
+def _map(page: _Page, found: list[Issue]) -> None:
+    a = page.audit
+    m = a.map
+    if m is None:
+        return
+    how = ("PCA of the unit-length rows to 2 axes" if m.method == "pca"
+           else "t-SNE of a 50-component PCA of the unit-length rows")
+    explained = (f" (the axes explain {100 * m.explained[0]:.1f}% and "
+                 f"{100 * m.explained[1]:.1f}% of the variance)" if m.explained else "")
+    sampled = (f"all {len(m.rows):,} images" if len(m.rows) == len(a.labels) else
+               f"{len(m.rows):,} of {len(a.labels):,} images (a random {m.fitted_on:,}, "
+               "which the projection was fitted on, and every flagged image)")
+    page.add(f"<h3>Map of the store</h3><p class=\"note\">{escape(how)}{explained}: "
+             f"{sampled}. Colour: label; shape: split; a coloured ring: a finding (hover for "
+             "the path and the image). Near points have similar features; a point amid the "
+             "other class is worth a look.</p>")
+    swatch = '<svg width="14" height="14"><path d="{d}" fill="{fill}" stroke="{stroke}" ' \
+             'stroke-width="{sw}"/></svg> {text}'
+    items = [swatch.format(d=_marker(0, 7, 7, 5), fill=CLASS_COLOURS[c % len(CLASS_COLOURS)],
+                           stroke="none", sw=0, text=escape(name))
+             for c, name in enumerate(a.classes)]
+    items += [swatch.format(d=_marker(s, 7, 7, 4.5), fill="#999", stroke="none", sw=0,
+                            text=name) for s, name in enumerate(SPLITS)]
+    shown = set(m.rows.tolist())
+    c = counts(a, found)
+    for kind, colour in FINDING_COLOURS.items():
+        on_map = len({i.row for i in found if i.kind == kind} & shown)
+        items.append(swatch.format(d=_marker(0, 7, 7, 4.5), fill="#fff", stroke=colour, sw=2.5,
+                                   text=f"{kind} ({on_map:,} of {c[kind]['images']:,} shown)"))
+    page.add('<div class="legend">' + "".join(f"<span>{i}</span>" for i in items) + "</div>")
+    page.add(map_svg(page, found))
 
 
 def _conflicts(page: _Page) -> None:
@@ -185,7 +291,7 @@ def _group_cards(page: _Page, group: np.ndarray) -> str:
     """One near-duplicate group: its first image, then each other with its cosine to it."""
     a = page.audit
     first = int(group[0])
-    cards = [page.card(first, "first of the group")]
+    cards = [page.card(first, "kept: first of the group")]
     for row in group[1:]:
         row = int(row)
         linked = a.neighbours.indices[row] == first
@@ -205,13 +311,13 @@ def _leakage(page: _Page) -> None:
                                   if len(np.unique(a.assignment[g])) == 1]
     page.add("<h2>2. Near duplicates and leakage</h2>")
     t = a.thresholds
-    page.add('<p class="note">Across splits, images count as copies up to cosine distance '
-             f"{t.copy:.4f} (cosine at least {1 - t.copy:.4f}); within a split, as near "
-             f"duplicates up to {t.near_duplicate:.4f} (cosine at least "
-             f"{1 - t.near_duplicate:.4f}); identical bytes always. Groups are chains of such "
-             "pairs. A group across splits lets a model be tested on an image it was "
-             "trained on. The audit never re-splits: fit-head --exclude leaves the train and "
-             "validation members out and keeps the test split as it is.</p>")
+    page.add('<p class="note">Two images are copies up to cosine distance '
+             f"{t.copy:.4f} (cosine at least {1 - t.copy:.4f}), in one split or in two; "
+             "identical bytes always. Groups are chains of such pairs. A group across splits "
+             "lets a model be tested on an image it was trained on; within a split a copy "
+             "doubles that photo's weight, and the first image of the group is the one kept. "
+             "The audit never re-splits: fit-head --exclude leaves the train and validation "
+             "members out and keeps the test split as it is.</p>")
     if a.head:
         h = a.head
         page.add(f"<h3>Test accuracy of the head in {escape(h['path'])} ({escape(h['kind'])})"
@@ -288,7 +394,7 @@ def _outliers(page: _Page) -> None:
 BLIND_SPOTS = [
     "Horizontal flips, crops and other edits that change what the backbone sees: their "
     "cosine to the original is far lower than a re-encode's or a resize's and usually "
-    "below the near-duplicate threshold, so such copies are not reported.",
+    "below the copy threshold, so such copies are not reported.",
     "Pairs outside each image's k nearest neighbours (k = {k}): a group of more than "
     "{k} near-identical copies may be split into several groups.",
     "Label errors the out-of-fold heads share: a class the features cannot tell apart, or "

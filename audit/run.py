@@ -7,8 +7,8 @@
 Order of work: options and the optional head are checked before any row is read; the
 store is loaded (float32), split exactly as fit-head splits it (same --seed and
 --split); rows are scaled to unit length and ONE k-nearest-neighbour pass is made; the
-thresholds come from that pass; then same-bytes conflicts, near-duplicate clusters and
-cross-split pairs, out-of-fold probabilities and confident learning, outlier scores.
+thresholds come from that pass; then same-bytes conflicts, copy clusters (within a split and
+across splits), out-of-fold probabilities and confident learning, outlier scores.
 Nothing is re-split, no file is deleted or moved, and pixels are decoded only for the
 report's thumbnails.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from headstart.audit import duplicates, labels, neighbours, outliers, thresholds
+from headstart.audit import duplicates, embedding_map, labels, neighbours, outliers, thresholds
 from headstart.classify.dataset import load_dataset
 from headstart.classify.persist import load_head
 from headstart.classify.split import SPLITS, check_split_option, resolve_split
@@ -61,13 +61,13 @@ class Audit:
     conflicts: list[np.ndarray]
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray]  # within the copy threshold
     cluster: np.ndarray  # clusters of those pairs and of same-sha256 rows
-    near_cluster: np.ndarray  # clusters within the near-duplicate threshold
     leakage: duplicates.Leakage
     proba: np.ndarray
     label_issue: np.ndarray
     neighbour_labels: np.ndarray
     outliers: outliers.Outliers
     settings: dict
+    map: embedding_map.EmbeddingMap | None = None  # the report's 2-D map of the rows
     head: dict | None = None
     seconds: dict = field(default_factory=dict)
 
@@ -76,13 +76,14 @@ class Audit:
         return self.store.get("source_dir")
 
     def duplicate_groups(self) -> list[np.ndarray]:
-        """Near-duplicate clusters (2 or more rows) inside one split, largest first.
+        """Clusters of copies (copy threshold, 2 or more rows) inside one split, largest first.
 
-        A cluster that is nothing but one same-bytes conflict is left out: it is reported
-        (first) as a conflict.
+        The first row of each (its smallest index) is the one kept. A cluster that is
+        nothing but one same-bytes conflict is left out: it is reported (first) as a
+        conflict.
         """
         conflicts = {tuple(g.tolist()) for g in self.conflicts}
-        return [g for g in duplicates.cluster_groups(self.near_cluster)
+        return [g for g in duplicates.cluster_groups(self.cluster)
                 if tuple(np.sort(g).tolist()) not in conflicts
                 and len(np.unique(self.assignment[g])) == 1]
 
@@ -178,9 +179,6 @@ def audit_store(features: str | Path = "features.h5", *, seed: int = 0,
     limits = thresholds.derive_thresholds(found, data.hashes)
     pairs = duplicates.near_pairs(found, limits.copy)
     cluster = duplicates.clusters(len(data.labels), data.hashes, pairs)
-    close = pairs[2] >= 1.0 - limits.near_duplicate
-    near_cluster = duplicates.clusters(len(data.labels), data.hashes,
-                                       tuple(part[close] for part in pairs))
     leakage = duplicates.cross_split(pairs, chosen.assignment, SPLITS.index("test"))
     conflicts = duplicates.conflict_groups(data.hashes, data.labels)
     steps.timed("duplicates", start)
@@ -193,6 +191,13 @@ def audit_store(features: str | Path = "features.h5", *, seed: int = 0,
     label_issue = labels.confident_learning(data.labels, proba)
     counts = labels.neighbour_label_counts(found.indices, data.labels, len(data.classes))
     steps.timed("labels", start)
+
+    start = time.perf_counter()
+    flagged = np.concatenate([*conflicts, *duplicates.cluster_groups(cluster),
+                              np.flatnonzero(label_issue), strange.flagged,
+                              np.empty(0, np.int64)]).astype(np.int64)
+    projected = embedding_map.project(data.features, flagged, seed=seed)
+    steps.timed("map", start)
 
     head_record = None
     if head_model is not None:
@@ -208,8 +213,8 @@ def audit_store(features: str | Path = "features.h5", *, seed: int = 0,
     steps.seconds["total"] = round(time.perf_counter() - begin, 3)
     return Audit(Path(features), store_record, list(data.classes), list(data.paths),
                  list(data.hashes), data.labels, chosen.assignment, chosen.info, found, limits,
-                 conflicts, pairs, cluster, near_cluster, leakage, proba, label_issue, counts,
-                 strange, settings, head_record, steps.seconds)
+                 conflicts, pairs, cluster, leakage, proba, label_issue, counts,
+                 strange, settings, projected, head_record, steps.seconds)
 
 
 def head_accuracy(head, features: np.ndarray, labels_: np.ndarray, assignment: np.ndarray,

@@ -7,18 +7,19 @@ median cosine distance from each sha256-unique image to its nearest neighbour wi
 bytes. Byte-identical copies are left out of that median, since they would pull it
 towards zero.
 
-- near duplicate: distance <= 0.13 x median. The factor is cleanlab's (Datalab's
-  NearDuplicateIssueManager, `threshold=0.13` times the median nearest-neighbour
-  distance, cleanlab 2.x). Used for duplicates within a split.
-- copy across splits: distance <= 0.5 x median, a wider net for leakage, where a missed
-  copy inflates test accuracy. The factor was measured: on pets-1k fc2 rows, the 40
-  JPEG quality-40 re-encodes and resized copies (x0.6-0.8 or x1.3-1.5) of 20 photos lie
-  at up to 0.31 x the median from their originals (0.13 x would catch 4 of the 20
-  re-encodes and 17 of the 20 resized copies); 0.5 is 1.5 x the largest, rounded up to
-  0.05 (bench/audit.py, calibration set, disjoint from the planted copies the quality
-  figures are measured on).
-  Pairs across splits within it are reported, and its clusters group the folds of the
-  label check, so no copy of an image helps to judge it.
+- copy: distance <= 0.5 x median, for every pair of images, within a split (reported
+  as `duplicate`) and across splits (`leak`, where a missed copy inflates test
+  accuracy). The factor was measured: on pets-1k fc2 rows, the 40 JPEG quality-40
+  re-encodes and resized copies (x0.6-0.8 or x1.3-1.5) of 20 photos lie at up to 0.31 x
+  the median from their originals; 0.5 is 1.5 x the largest, rounded up to 0.05
+  (bench/audit.py, calibration set, disjoint from the planted copies the quality figures
+  are measured on). Its clusters also group the folds of the label check, so no copy of
+  an image helps to judge it.
+
+cleanlab's near-duplicate rule (Datalab's NearDuplicateIssueManager, 0.13 x the median
+nearest-neighbour distance, cleanlab 2.x) was used within a split before; it catches
+only 4 of those 20 re-encodes (bench/audit.py), so a copy counted as one only when it
+crossed splits. One threshold now defines a copy wherever the two files sit.
 """
 
 from __future__ import annotations
@@ -30,10 +31,7 @@ import numpy as np
 from headstart.audit.duplicates import hash_ids
 from headstart.audit.neighbours import Neighbours
 
-NEAR_DUPLICATE_FACTOR = 0.13
 COPY_FACTOR = 0.5
-NEAR_DUPLICATE_SOURCE = ("cleanlab Datalab NearDuplicateIssueManager: threshold=0.13 x median "
-                         "nearest-neighbour distance")
 COPY_SOURCE = ("measured: 1.5 x the largest distance/median ratio (0.31) of 40 JPEG "
                "quality-40 re-encodes and resized copies of 20 pets-1k photos, rounded up "
                "to 0.05 (bench/audit.py calibration set)")
@@ -45,17 +43,11 @@ class Thresholds:
 
     median_nn_distance: float
     n_unique: int  # sha256-unique rows the median was taken over
-    near_factor: float = NEAR_DUPLICATE_FACTOR
     copy_factor: float = COPY_FACTOR
 
     @property
-    def near_duplicate(self) -> float:
-        """Distance at or below which two images are near duplicates (within a split)."""
-        return self.near_factor * self.median_nn_distance
-
-    @property
     def copy(self) -> float:
-        """Distance at or below which two images in different splits are reported as copies."""
+        """Distance at or below which two images are copies, in one split or in two."""
         return self.copy_factor * self.median_nn_distance
 
     def record(self) -> dict:
@@ -65,11 +57,7 @@ class Thresholds:
                 "value": self.median_nn_distance,
                 "derived": f"median cosine distance from each of the {self.n_unique:,} "
                            "sha256-unique images to its nearest neighbour with other bytes"},
-            "near_duplicate": {
-                "value": self.near_duplicate, "cosine": 1 - self.near_duplicate,
-                "derived": f"{self.near_factor:g} x median nearest-neighbour distance",
-                "source": NEAR_DUPLICATE_SOURCE},
-            "copy_across_splits": {
+            "copy": {
                 "value": self.copy, "cosine": 1 - self.copy,
                 "derived": f"{self.copy_factor:g} x median nearest-neighbour distance",
                 "source": COPY_SOURCE},

@@ -20,7 +20,10 @@ Sections:
            after the score was chosen.
   quality  the planted corpus of bench/corpus.py, extracted with --weights-file (VGG16 with
            pretrained conv layers, see shared/tools/pretrained_vgg16_weights.py): recall and
-           precision of each kind against the goals.
+           precision of each kind against the goals (copies within and across splits
+           apart), and fit-head's test accuracy without each kind of flagged image.
+  map      the report's map on the corpus (and --pets-store): PCA and t-SNE, seconds and
+           how well each keeps the classes apart.
 Prints markdown tables and writes bench/results/audit.json.
 """
 
@@ -43,7 +46,7 @@ sys.path.insert(0, str(HERE))
 from run import cli, cpu_name  # noqa: E402 - bench/run.py, beside this file
 
 RESULTS = HERE / "results"
-SECTIONS = ("speed", "faiss", "calibration", "quality")
+SECTIONS = ("speed", "faiss", "calibration", "quality", "map")
 
 
 def machine() -> dict:
@@ -171,18 +174,9 @@ def evaluate(truth: dict, paths: list[str], found: list, audit) -> dict:
     result["conflict"] = {"planted": len(planted), "found": hit, "recall": hit / len(planted),
                           "flagged_groups": len(groups),
                           "precision": true_groups / max(len(groups), 1)}
-    # Near duplicates across splits: copy and original in one cluster spanning splits.
-    leak_groups = [set(g.tolist()) for g in audit.leak_groups()]
-    for kind in ("reencode", "resize"):
-        pairs = [(rows[p], rows[t["original"]]) for p, t in truth["rows"].items()
-                 if t["kind"] == kind]
-        hit = sum(any({a, b} <= g for g in leak_groups) for a, b in pairs)
-        result[kind] = {"planted": len(pairs), "found": hit, "recall": hit / len(pairs)}
-    planted_pairs = [(rows[p], rows[t["original"]]) for p, t in truth["rows"].items()
-                     if t["kind"] in ("reencode", "resize")]
-    true_leaks = sum(any({a, b} <= g for a, b in planted_pairs) for g in leak_groups)
-    result["leak_groups"] = {"flagged": len(leak_groups), "with_a_planted_pair": true_leaks,
-                             "precision": true_leaks / max(len(leak_groups), 1)}
+    # Copies: copy and original in one reported group, across splits (leak) or within one
+    # split (duplicate); group precision: the share of reported groups holding a planted pair.
+    result.update(copy_quality(truth, rows, audit.leak_groups(), audit.duplicate_groups()))
     # Label errors: the flipped originals (the goal); wrong-class byte copies also count as
     # true errors in precision. Planted non-pet images have no right label: shown apart.
     flips = {rows[p] for p, k in kinds.items() if k == "flip"}
@@ -210,6 +204,88 @@ def evaluate(truth: dict, paths: list[str], found: list, audit) -> dict:
     return result
 
 
+PRECISION = {"value": "float32"}  # extract-features --precision of the bench's stores
+
+
+COPY_KINDS = {"across": ("reencode", "resize"), "within": ("reencode_within", "resize_within")}
+
+
+def copy_quality(truth: dict, rows: dict[str, int], leak_groups: list, duplicate_groups: list,
+                 kinds: dict = COPY_KINDS) -> dict:
+    """Recall per planted copy kind and group precision, across and within splits.
+
+    kinds: "across"/"within" -> the truth kinds planted there (a kind may be judged by
+    where its pair landed instead: see `calibration_copies`). A pair is found when both
+    rows are in one reported group, of either kind (a chain of a copy in the original's
+    split and one in another split is one `leak` group); a group is a true one when it
+    holds a planted pair (re-encode, resize, or a mirrored or cropped copy).
+    """
+    out = {}
+    reported = [set(g.tolist()) for g in [*leak_groups, *duplicate_groups]]
+    kind_of = {rows[p]: t["kind"] for p, t in truth["rows"].items() if p in rows}
+    every = [(rows[p], rows[t["original"]]) for p, t in truth["rows"].items()
+             if "original" in t and t["kind"] != "byte_copy"]  # copies and edits alike
+    for where, groups in (("across", leak_groups), ("within", duplicate_groups)):
+        groups = [set(g.tolist()) for g in groups]
+        pairs = []
+        for kind in kinds[where]:
+            planted = [(rows[p], rows[t["original"]]) for p, t in truth["rows"].items()
+                       if t["kind"] == kind]
+            hit = sum(any({a, b} <= g for g in reported) for a, b in planted)
+            out[f"{kind}_{where}" if not kind.endswith(where) else kind] = {
+                "planted": len(planted), "found": hit,
+                "recall": hit / max(len(planted), 1)}
+            pairs += planted
+        true = sum(any({a, b} <= g for a, b in every) for g in groups)
+        found = sum(any({a, b} <= g for g in reported) for a, b in pairs)
+        photos = [g for g in groups if not all(kind_of.get(r) in NON_PET for r in g)]
+        true_photos = sum(any({a, b} <= g for a, b in every) for g in photos)
+        out[f"copies_{where}"] = {"planted": len(pairs), "found": found,
+                                  "recall": found / max(len(pairs), 1),
+                                  "groups": len(groups), "groups_with_a_planted_pair": true,
+                                  "group_precision": true / max(len(groups), 1),
+                                  "groups_not_only_non_pets": len(photos),
+                                  "group_precision_not_only_non_pets":
+                                      true_photos / max(len(photos), 1)}
+    return out
+
+
+def calibration_copies(pets, cal, truth_k: dict, truth_c: dict) -> dict:
+    """The audit's copy rule on the corpus's rows plus the calibration set's: recall and
+    group precision within and across splits (fit-head's default split) for the 40
+    calibration copies, each judged by where it landed. Groups counted: those holding a
+    calibration row."""
+    from headstart.audit import duplicates, neighbours, thresholds
+    from headstart.classify.split import assign_splits
+
+    X = np.vstack([pets.features, cal.features])
+    hashes = list(pets.hashes) + list(cal.hashes)
+    paths = [f"corpus/{p}" for p in pets.paths] + list(cal.paths)
+    found = neighbours.exact_neighbours(neighbours.unit_rows(X), 10)
+    limits = thresholds.derive_thresholds(found, hashes)
+    cluster = duplicates.clusters(len(X), hashes, duplicates.near_pairs(found, limits.copy))
+    assignment = assign_splits(hashes, seed=0)
+    rows = {p: i for i, p in enumerate(paths)}
+    first_cal = len(pets.paths)
+    groups = [g for g in duplicates.cluster_groups(cluster) if g.max() >= first_cal]
+    leak = [g for g in groups if len(np.unique(assignment[g])) > 1]
+    within = [g for g in groups if len(np.unique(assignment[g])) == 1]
+    relabelled = {"rows": {f"corpus/{p}": {"kind": t["kind"] if t["kind"] in NON_PET
+                                           else "corpus photo"}  # for group precision only
+                           for p, t in truth_c["rows"].items()}}
+    for p, t in truth_k["rows"].items():
+        t = dict(t)
+        if t["kind"] in ("reencode", "resize"):
+            same = assignment[rows[p]] == assignment[rows[t["original"]]]
+            t["kind"] = f"{t['kind']}_{'within' if same else 'across'}"
+        relabelled["rows"][p] = t
+    kinds = {"across": ("reencode_across", "resize_across"),
+             "within": ("reencode_within", "resize_within")}
+    result = copy_quality(relabelled, rows, leak, within, kinds)
+    result["copy_threshold"] = limits.copy
+    return result
+
+
 def _extracted(folder: Path, weights: Path, build) -> tuple[Path, dict]:
     """FOLDER.h5 beside the folder, built and extracted once; and the folder's truth."""
     store = folder.with_suffix(".h5")
@@ -217,7 +293,7 @@ def _extracted(folder: Path, weights: Path, build) -> tuple[Path, dict]:
         build()
     if not store.exists():
         subprocess.run([cli("extract-features"), str(folder), "-o", str(store), "--weights",
-                        str(weights), "-q"], check=True)
+                        str(weights), "--precision", PRECISION["value"], "-q"], check=True)
     return store, json.loads((folder / "truth.json").read_text())
 
 
@@ -245,13 +321,14 @@ def bench_calibration(weights: Path, corpus_dir: Path, calibration_dir: Path,
                                 / median, 4)
                           for p, t in truth_k["rows"].items() if t["kind"] == kind)
              for kind in ("hflip", "crop")}
+    copies = calibration_copies(pets, cal, truth_k, truth_c)
     largest = max(max(r) for r in ratios.values())
     result = {"median_nn_distance_of_corpus": median, "ratios": ratios,
               "largest_ratio": largest,
               "factor_rule": "1.5 x largest, rounded up to 0.05",
               "factor": round(float(np.ceil(1.5 * largest / 0.05) * 0.05), 2),
               "caught_at_0.13": {k: sum(v <= 0.13 for v in r) for k, r in ratios.items()},
-              "edits_not_seen": edits}
+              "edits_not_seen": edits, "copies": copies}
     # Outliers: the corpus's photos (its planted non-pets left out) + the 10 other non-pets;
     # then the same photos + the 30 held-out non-pets, made after the score was chosen.
     kinds_c = np.array([truth_c["rows"][p]["kind"] for p in pets.paths])
@@ -333,7 +410,7 @@ def bench_quality(weights: Path, work: Path, corpus_dir: Path | None) -> dict:
     result["head"] = audit.head
     issues = work / "corpus-audit" / "issues.csv"
     result["exclude"] = {"before": head.metrics["test"]["accuracy"]}
-    for kinds in ("label", "conflict,leak,duplicate,label,outlier"):
+    for kinds in ("duplicate", "label", "conflict,leak,duplicate,label,outlier"):
         fitted = fit_head(store, model="logreg", out_dir=None, exclude=issues,
                           exclude_kinds=kinds)
         result["exclude"][kinds] = {"test_accuracy": fitted.metrics["test"]["accuracy"],
@@ -343,6 +420,49 @@ def bench_quality(weights: Path, work: Path, corpus_dir: Path | None) -> dict:
     result["rows"] = len(audit.paths)
     result["report"] = str(work / "corpus-audit" / "report.html")
     return result
+
+
+def copy_rows(q: dict, where_from: str) -> list[str]:
+    """Table rows: recall per planted copy kind, group precision, within and across splits."""
+    out = []
+    for where in ("across", "within"):
+        g = q[f"copies_{where}"]
+        for kind in ("reencode", "resize"):
+            k = q[f"{kind}_{where}"]
+            name = {"reencode": "JPEG q40 re-encode", "resize": "resized copy"}[kind]
+            out.append(f"| {name} {where} splits ({where_from}) | {k['planted']} | "
+                       f"{k['found']} | {k['recall']:.2f} | {g['group_precision']:.2f} "
+                       f"({g['groups_with_a_planted_pair']} of {g['groups']} groups "
+                       f"{where}); {g['group_precision_not_only_non_pets']:.2f} of the "
+                       f"{g['groups_not_only_non_pets']} not only of non-pets | "
+                       ">= 0.90 at >= 0.90 |")
+    return out
+
+
+def bench_map(stores: dict[str, Path], truths: dict[str, dict | None]) -> dict:
+    """Each map method on each store: seconds, and how well the 2-D map keeps the classes
+    apart (share of points whose 5 nearest points on the map mostly carry their class; the
+    true class where a truth file has one, non-pet plants left out)."""
+    from headstart.audit.embedding_map import MAP_METHODS, neighbour_agreement, project
+    from headstart.classify.dataset import load_dataset
+
+    out = {}
+    for name, store in stores.items():
+        data = load_dataset(store)
+        truth = truths.get(name)
+        if truth:
+            classes = list(data.classes)
+            true = [truth["rows"][p].get("true_class") for p in data.paths]
+            keep = np.array([t is not None for t in true])
+            labels = np.array([classes.index(t) if t else -1 for t in true])
+        else:
+            keep, labels = np.ones(len(data.labels), bool), data.labels
+        out[name] = {"rows": len(data.labels)}
+        for method in MAP_METHODS:
+            m = project(data.features, method=method)
+            out[name][method] = {"seconds": m.seconds, "agreement_5nn": round(
+                neighbour_agreement(m.xy[keep[m.rows]], labels[m.rows][keep[m.rows]]), 4)}
+    return out
 
 
 def tables(results: dict) -> str:
@@ -382,6 +502,10 @@ def tables(results: dict) -> str:
                 f"{', '.join(map(str, c['edits_not_seen']['hflip']))} x the median, crops at "
                 f"{', '.join(map(str, c['edits_not_seen']['crop']))}.", "",
                 ""]
+        if "copies" in c:
+            out += ["| calibration copies (with the corpus's rows) | planted | found | recall "
+                    "| group precision | goal |", "| --- | ---: | ---: | ---: | ---: | --- |",
+                    *copy_rows(c["copies"], "calibration"), ""]
         for label, key in (("calibration", "outliers"), ("held out", "holdout")):
             if key not in c:
                 continue
@@ -401,12 +525,7 @@ def tables(results: dict) -> str:
                 f"| same bytes, different labels | {q['conflict']['planted']} | "
                 f"{q['conflict']['found']} | {q['conflict']['recall']:.2f} | "
                 f"{q['conflict']['precision']:.2f} | all found |",
-                f"| JPEG q40 re-encode across splits | {q['reencode']['planted']} | "
-                f"{q['reencode']['found']} | {q['reencode']['recall']:.2f} | "
-                f"{q['leak_groups']['precision']:.2f} (all leak groups) | >= 0.90 |",
-                f"| resized copy across splits | {q['resize']['planted']} | "
-                f"{q['resize']['found']} | {q['resize']['recall']:.2f} | "
-                f"{q['leak_groups']['precision']:.2f} (all leak groups) | >= 0.90 |",
+                *copy_rows(q, "corpus"),
                 f"| label flips (5%) | {lab['planted_flips']} | {lab['found']} | "
                 f"{lab['recall']:.2f} | {lab['precision']:.2f} "
                 f"({lab['precision_without_non_pet']:.2f} without non-pets) | recall >= 0.5 "
@@ -430,7 +549,14 @@ def tables(results: dict) -> str:
             out += ["", f"Head test accuracy: {100 * h['all_test']['accuracy']:.2f}% on all "
                         f"{h['all_test']['n']} test images, "
                         f"{100 * h['leak_free_test']['accuracy']:.2f}% on the "
-                        f"{h['leak_free_test']['n']} without a near duplicate."]
+                        f"{h['leak_free_test']['n']} without a copy in train or validation."]
+    if "map" in results:
+        out += ["", "| map of the store | rows | PCA s | PCA 5-NN class agreement | t-SNE s | "
+                "t-SNE 5-NN class agreement |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name, r in results["map"].items():
+            out.append(f"| {name} | {r['rows']:,} | {r['pca']['seconds']} | "
+                       f"{r['pca']['agreement_5nn']:.3f} | {r['tsne']['seconds']} | "
+                       f"{r['tsne']['agreement_5nn']:.3f} |")
     return "\n".join(out)
 
 
@@ -441,15 +567,22 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=4096)
     parser.add_argument("--faiss-rows", type=int, default=100_000)
     parser.add_argument("--weights-file", type=Path)
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                        help="extract-features --precision for the corpus stores (mixed_bfloat16 "
+                             "is several times faster on CPUs with AVX512-BF16)")
     parser.add_argument("--corpus", type=Path, help="the corpus folder (its store is "
                                                     "FOLDER.h5 beside it; built if missing)")
     parser.add_argument("--calibration", type=Path,
                         help="the calibration folder (FOLDER.h5 beside it; built if missing)")
+    parser.add_argument("--pets-store", type=Path,
+                        help="a store of the plain photo set, for the map section")
     parser.add_argument("--holdout", type=Path,
                         help="the held-out non-pet folder (FOLDER.h5 beside it; built if "
                              "missing)")
     args = parser.parse_args()
     sections = args.only.split(",")
+    PRECISION["value"] = args.precision
     results = {"machine": machine()}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "audit.json"
@@ -474,6 +607,13 @@ def main() -> None:
             work_q.mkdir(exist_ok=True)
             results["quality"] = bench_quality(args.weights_file, work_q,
                                                args.corpus or work_q / "corpus")
+        if "map" in sections:
+            corpus_dir = args.corpus or RESULTS / "quality" / "corpus"
+            stores = {"planted corpus": corpus_dir.with_suffix(".h5")}
+            truths = {"planted corpus": json.loads((corpus_dir / "truth.json").read_text())}
+            if args.pets_store:
+                stores["photo set"] = args.pets_store
+            results["map"] = bench_map(stores, truths)
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(tables(results))
 

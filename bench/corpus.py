@@ -11,6 +11,9 @@ file tells a plant from an original) and OUT_DIR/truth.json:
   resized copy (one side scaled by 0.6..0.8 or 1.3..1.5), filed under the same class,
   each copy landing in another split than its original under fit-head's default split
   (seed 0, 70/15/15 by sha256); originals are drawn at random until 20 qualify;
+- near duplicates within a split: 20 other originals get a quality-40 re-encode and 20
+  more a resized copy, each copy landing in its original's split (kinds
+  `reencode_within`, `resize_within`); drawn the same way, after the ones above;
 - byte copies under the other class: 10 originals copied byte for byte into the other
   class folder (same sha256, two labels);
 - 20 non-pet images, half under each class: 7 blank frames (uniform colours), 7 text
@@ -111,6 +114,29 @@ def build(out: Path, photos: Path = PETS, seed: int = 0) -> dict:
         for kind, copy in copies.items():
             files.append((cls, copy, {"kind": kind, "true_class": cls,
                                       "source": f"{cls}/{path.name}"}))
+    within = {"reencode_within": 0, "resize_within": 0}
+    for i in order[n_flips + 10:]:
+        if min(within.values()) == 20:
+            break
+        if i in used:
+            continue
+        cls, path = originals[i]
+        data = path.read_bytes()
+        kind = "reencode_within" if within["reencode_within"] < 20 else "resize_within"
+        with Image.open(path) as image:
+            image.load()
+            if kind == "reencode_within":
+                copy = _jpeg(image, 40)
+            else:
+                scale = rng.choice([rng.uniform(0.6, 0.8), rng.uniform(1.3, 1.5)])
+                copy = _jpeg(image.resize((round(image.width * scale),
+                                           round(image.height * scale)), Image.BICUBIC), 90)
+        if _split(copy) != _split(data):
+            continue  # the copy must share its original's split
+        within[kind] += 1
+        used.add(i)
+        files.append((cls, copy, {"kind": kind, "true_class": cls,
+                                  "source": f"{cls}/{path.name}"}))
     for j in range(20):
         kind = ["blank"] * 7 + ["text"] * 7 + ["noise"] * 6
         files.append((classes[j % 2], _non_pet(kind[j], j, rng),
@@ -130,7 +156,8 @@ def build(out: Path, photos: Path = PETS, seed: int = 0) -> dict:
         if what["kind"] in ("original", "flip"):
             sources[what["source"]] = name
     for what in truth["rows"].values():  # where each copy's original went
-        if what["kind"] in ("reencode", "resize", "byte_copy"):
+        if what["kind"] in ("reencode", "resize", "byte_copy", "reencode_within",
+                            "resize_within"):
             what["original"] = sources[what["source"]]
     (out / "truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
     return truth

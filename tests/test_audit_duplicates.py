@@ -16,7 +16,7 @@ def test_conflicts_are_groups_of_one_sha256_under_several_labels():
     assert [g.tolist() for g in groups] == [[0, 2, 5]]  # "b" and "d" agree on their label
 
 
-def test_near_duplicate_threshold_is_0_13_of_the_median_over_sha256_unique_rows():
+def test_copy_threshold_is_0_5_of_the_median_over_sha256_unique_rows():
     # Rows 0 and 1 share bytes; their mutual cosine of 1 must not enter the median.
     n = 6
     indices = np.array([[1, 2], [0, 2], [3, 0], [2, 4], [5, 3], [4, 3]])
@@ -28,9 +28,10 @@ def test_near_duplicate_threshold_is_0_13_of_the_median_over_sha256_unique_rows(
     # sha256-unique rows 0, 2, 3, 4, 5; nearest other bytes: 0.2, 0.3, 0.3, 0.1, 0.1
     assert limits.n_unique == n - 1
     assert limits.median_nn_distance == pytest.approx(0.2, abs=1e-6)
-    assert limits.near_duplicate == pytest.approx(0.13 * 0.2, abs=1e-7)
+    assert limits.copy == pytest.approx(0.5 * 0.2, abs=1e-7)
     record = limits.record()
-    assert "cleanlab" in record["near_duplicate"]["source"]
+    assert set(record) == {"median_nn_distance", "copy"}, "one threshold for every pair"
+    assert "measured" in record["copy"]["source"]
     assert "sha256-unique" in record["median_nn_distance"]["derived"]
 
 

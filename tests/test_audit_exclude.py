@@ -110,3 +110,76 @@ def test_audit_then_fit_without_the_flagged_images(tmp_path, capsys):
         labelled = {line["path"] for line in csv.DictReader(handle) if line["issue"] == "label"}
     assert len(labelled & flagged_paths) >= 0.8 * len(labelled)
     assert sum(metrics["excluded"]["counts"]["train"].values()) > 0
+
+
+def copy_at(x: np.ndarray, distance: float, rng) -> np.ndarray:
+    """A row at exactly `distance` cosine distance from `x`, with x's length."""
+    u = x / np.linalg.norm(x)
+    v = rng.standard_normal(len(x))
+    v -= (v @ u) * u
+    v /= np.linalg.norm(v)
+    theta = np.arccos(1.0 - distance)
+    return (np.linalg.norm(x) * (np.cos(theta) * u + np.sin(theta) * v)).astype(np.float32)
+
+
+def test_copies_within_a_split_are_one_group_whose_first_is_kept_and_excluded(tmp_path):
+    """A copy at 0.3 x the median nearest-neighbour distance, in its original's split, is
+    a duplicate (the old 0.13 x tier missed it); at 0.8 x it is not; --exclude-kinds
+    duplicate leaves out the copy and keeps the original."""
+    from helpers import IDENTITY, random_labels
+
+    from headstart.audit.issues import collect
+    from headstart.classify.split import assign_splits
+    from headstart.features import write_store
+
+    rng = np.random.default_rng(5)
+    X, y = random_labels(n=300, dim=64, seed=5)
+    hashes = [f"{i:064x}" for i in range(len(y))]
+    split = assign_splits(hashes)
+    probe = audit_store(make_store(tmp_path / "probe.h5", X, y, classes=["Cat", "Dog"]))
+    median = probe.thresholds.median_nn_distance
+    originals = [int(r) for r in np.flatnonzero(split == 0)[:3]] + [
+        int(np.flatnonzero(split == 1)[0])]
+    far = int(np.flatnonzero(split == 0)[3])
+    rows, labels_, extra = [X], [y], []
+    for n, (row, ratio) in enumerate([(r, 0.3) for r in originals] + [(far, 0.8)]):
+        digest = next(h for h in (f"{10_000 + 100 * n + t:064x}" for t in range(100))
+                      if assign_splits([h])[0] == split[row])  # the original's split
+        hashes.append(digest)
+        rows.append(copy_at(X[row], ratio * median, rng)[None])
+        labels_.append(y[row:row + 1])
+        extra.append(row)
+    X2, y2 = np.vstack(rows), np.concatenate(labels_)
+    paths = [f"{('Cat', 'Dog')[c]}/{i:05d}.jpg" for i, c in enumerate(y2)]
+    store = write_store(tmp_path / "features.h5", features=X2, paths=paths, hashes=hashes,
+                        classes=["Cat", "Dog"], identity=IDENTITY,
+                        attrs={"complete": True, "seed": 0})
+    result = audit_store(store)
+    assert result.thresholds.median_nn_distance == pytest.approx(median, rel=0.05)
+    groups = {tuple(g.tolist()) for g in result.duplicate_groups()}
+    copies = {original: len(X) + n for n, original in enumerate(extra)}
+    for original in originals:
+        assert (original, copies[original]) in groups, "original first, then its copy"
+    assert not any(far in g for g in groups), "0.8 x the median is not a copy"
+    flagged = {(i.row, i.kind): i for i in collect(result)}
+    for original in originals:
+        issue = flagged[(copies[original], "duplicate")]
+        assert issue.partner == original and (original, "duplicate") not in flagged
+        assert issue.score == pytest.approx(1 - 0.3 * median, abs=1e-4)
+    write_audit(result, tmp_path / "audit", thumbnails=False)
+    with open(tmp_path / "audit" / "issues.csv", newline="") as handle:
+        duplicate = {line["path"]: line["partner_path"] for line in csv.DictReader(handle)
+                     if line["issue"] == "duplicate"}
+    assert duplicate == {paths[copies[o]]: paths[o] for o in originals}
+    before = fit_head(store, model="logreg", out_dir=None, C=0.01)
+    after = fit_head(store, model="logreg", out_dir=tmp_path / "heads", plots=False, C=0.01,
+                     exclude=tmp_path / "audit" / "issues.csv", exclude_kinds="duplicate")
+    assert after.metrics["excluded"]["counts"]["train"]["duplicate"] == 3
+    assert after.metrics["excluded"]["counts"]["validation"]["duplicate"] == 1
+    assert after.metrics["train"]["n"] == before.metrics["train"]["n"] - 3
+    assert after.metrics["validation"]["n"] == before.metrics["validation"]["n"] - 1
+    kept = read_split_csv(tmp_path / "heads" / "logreg" / "split.csv")
+    with open(tmp_path / "heads" / "logreg" / "split.csv", newline="") as handle:
+        excluded = {row["path"] for row in csv.DictReader(handle) if row["excluded"] == "yes"}
+    assert excluded == {paths[copies[o]] for o in originals}
+    assert all(kept[paths[o]] in ("train", "validation") for o in originals)

@@ -19,8 +19,8 @@ from PIL import Image
 from headstart.audit import issues, thumbnails
 from headstart.audit.cli import main
 from headstart.classify import fit_head
-from headstart.classify.split import assign_splits
-from headstart.features import sha256_file, write_store
+from headstart.classify.split import SPLITS, assign_splits
+from headstart.features import open_store, sha256_file, write_store
 
 ODD_NAME = 'Dog/copy <b>&"x".jpg'  # a file name that must be escaped in the page
 
@@ -114,7 +114,12 @@ def test_report_is_one_self_contained_page_in_the_promised_order(photo_store):
     html = (photo_store / "audit" / "report.html").read_text(encoding="utf-8")
     page = Page()
     page.feed(html)
-    assert "Within one split (0 groups, 0 images)" in html, "a conflict is not also a duplicate"
+    with open(photo_store / "audit" / "issues.csv", newline="", encoding="utf-8") as handle:
+        kinds = {}
+        for line in csv.DictReader(handle):
+            kinds.setdefault(line["path"], set()).add(line["issue"])
+    assert not any({"conflict", "duplicate"} <= k for k in kinds.values()), \
+        "a conflict is not also a duplicate"
     assert "script" not in page.tags and "link" not in page.tags
     assert all(url.startswith("data:image/") for url in page.urls), "no external fetch"
     order = ["Same bytes, different labels", "Near duplicates and leakage",
@@ -124,7 +129,7 @@ def test_report_is_one_self_contained_page_in_the_promised_order(photo_store):
     assert positions == sorted(positions)
     assert "1 group, 2 images" in page.h2[0]
     assert not re.search(r"\d+ pairs", html), "counts are in images and groups"
-    assert "0.13 x median" in html and "cleanlab" in html
+    assert "0.5 x median" in html and "in one split or in two" in html
 
 
 def test_every_thumbnail_decodes_and_is_at_most_160_pixels(photo_store):
@@ -165,8 +170,8 @@ def test_issues_csv_and_audit_json_hold_the_planted_faults(photo_store):
     record = json.loads((photo_store / "audit" / "audit.json").read_text())
     assert record["counts"]["conflict"] == {"images": 2, "groups": 1}
     assert record["counts"]["leak"]["test_images_with_a_copy_in_train_or_validation"] <= 1
-    near = record["thresholds"]["near_duplicate"]
-    assert near["value"] == pytest.approx(0.13 * record["thresholds"]["median_nn_distance"]
+    copy = record["thresholds"]["copy"]
+    assert copy["value"] == pytest.approx(0.5 * record["thresholds"]["median_nn_distance"]
                                           ["value"])
     head = record["head"]
     assert head["all_test"]["n"] == record["split"]["images"]["test"]
@@ -330,3 +335,45 @@ def test_a_float16_store_gives_the_findings_of_its_float32_twin(tmp_path):
         assert result.neighbours.cosine.dtype == np.float32
         found.append({(result.paths[i.row], i.kind) for i in collect(result)})
     assert found[0] == found[1]
+
+
+class MapPoints(HTMLParser):
+    """The data-* attributes of every point of the page's map."""
+
+    def __init__(self):
+        super().__init__()
+        self.points: list[dict] = []
+        self._in_map = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "svg" and "map" in (attrs.get("class") or ""):
+            self._in_map = True
+        elif self._in_map and "data-row" in attrs:
+            self.points.append(attrs)
+
+    def handle_endtag(self, tag):
+        if tag == "svg":
+            self._in_map = False
+
+
+def test_map_points_are_the_store_rows_with_their_label_split_and_findings(photo_store):
+    page = MapPoints()
+    page.feed((photo_store / "audit" / "report.html").read_text(encoding="utf-8"))
+    with open_store(photo_store / "features.h5") as store:
+        paths, labels, classes = store.paths, store.labels, store.classes
+        split = assign_splits(store.hashes, seed=0)  # fit-head's default split
+    rows = [int(p["data-row"]) for p in page.points]
+    assert sorted(rows) == list(range(len(paths))), "a small store: every row, once"
+    with open(photo_store / "audit" / "issues.csv", newline="", encoding="utf-8") as handle:
+        lines = list(csv.DictReader(handle))
+    kinds: dict[str, set[str]] = {}
+    for line in lines:
+        kinds.setdefault(line["path"], set()).add(line["issue"])
+    for point in page.points:
+        row = int(point["data-row"])
+        assert point["data-label"] == classes[labels[row]]
+        assert point["data-split"] == SPLITS[split[row]]
+        assert set(point["data-finding"].split()) == kinds.get(paths[row], set())
+    marked = {paths[int(p["data-row"])] for p in page.points if p["data-finding"]}
+    assert marked == set(kinds) and {"conflict", "leak"} <= set().union(*kinds.values())
