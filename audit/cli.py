@@ -11,8 +11,8 @@ import argparse
 
 from headstart.audit.issues import collect, counts
 from headstart.audit.report import plural
-from headstart.audit.run import OPTIONS, _output_dir, audit_store
-from headstart.audit.write import write_audit
+from headstart.audit.run import OPTIONS, audit_store
+from headstart.audit.write import check_output_dir, write_audit
 from headstart.cli import run_command
 from headstart.options import argument_type, default_of
 
@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    out = _output_dir(args.output_dir)
+    out = check_output_dir(args.output_dir)
     result = audit_store(args.features, seed=args.seed, split=args.split, head=args.head,
                          k=args.k, folds=args.folds, C=args.C,
                          neighbours_method=args.neighbours, quiet=args.quiet)

@@ -32,6 +32,7 @@ from headstart.audit.run import Audit
 from headstart.classify.exclude import ISSUE_KINDS
 from headstart.classify.split import SPLITS
 
+FORMAT = "headstart-audit"  # audit.json's "format"
 COLUMNS = ("path", "issue", "score", "given_label", "suggested_label", "partner_path")
 
 
@@ -116,7 +117,7 @@ def counts(audit: Audit, found: list[Issue]) -> dict:
 def record(audit: Audit, found: list[Issue]) -> dict:
     """The content of audit.json: store, split, settings, thresholds, counts, every issue."""
     return {
-        "store": audit.store, "settings": audit.settings,
+        "format": FORMAT, "store": audit.store, "settings": audit.settings,
         "split": {"info": {k: v for k, v in audit.split_info.items() if k != "counts"},
                   "images": {name: int((audit.assignment == s).sum())
                              for s, name in enumerate(SPLITS)}},

@@ -26,7 +26,7 @@ from headstart.audit import duplicates, embedding_map, labels, neighbours, outli
 from headstart.classify.dataset import load_dataset
 from headstart.classify.persist import load_head
 from headstart.classify.split import SPLITS, check_split_option, resolve_split
-from headstart.errors import ClassifyError, UsageError
+from headstart.errors import ClassifyError
 from headstart.features import open_store
 from headstart.options import Choice, Range, check_options
 
@@ -96,13 +96,6 @@ class Audit:
 def check_audit_options(**values) -> None:
     """UsageError naming the first option outside its declared range (before any work)."""
     check_options(values, OPTIONS, flags=FLAGS)
-
-
-def _output_dir(out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o '{out}' is a file; give a directory for the report, e.g. -o audit.")
-    return out
 
 
 def _load_head(path: str | Path | None, store) -> object | None:

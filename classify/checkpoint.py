@@ -25,9 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from headstart.errors import ClassifyError
+from headstart.outputs import FolderKind
 
 STATE = "state.json"
 TMP = ".tmp-"
+# Only such a folder is written into or removed: its files are deleted as epochs pass.
+CHECKPOINT_FOLDER = FolderKind("fine-tuning checkpoint", STATE, names=r"state\.json|"
+                               r"[a-z]+-\d{4,}\.npz|\.tmp-\d+-.+",
+                               legacy_keys=("epoch", "files"))
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -102,7 +107,9 @@ class Checkpoint:
         return state
 
     def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Delete the folder, if it is still a checkpoint folder and nothing else."""
+        if CHECKPOINT_FOLDER.owns(self.directory):
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _save_npz(path: Path, values: list[np.ndarray]) -> None:

@@ -17,6 +17,7 @@ from headstart.classify.heads import CLASS_WEIGHTS, HEADS
 from headstart.classify.logreg import LogRegHead
 from headstart.classify.persist import load_head
 from headstart.classify.predict import (
+    check_output,
     format_predictions,
     predict_images,
     predict_store,
@@ -165,6 +166,8 @@ def predict_parser() -> argparse.ArgumentParser:
 def _predict(args: argparse.Namespace) -> int:
     if bool(args.inputs) == bool(args.features):
         raise ClassifyError("Give images or folders to predict, or --features STORE, but not both.")
+    if args.output:
+        check_output(args.output)
     head = load_head(args.head)
     if args.features:
         predictions = predict_store(head, args.features)

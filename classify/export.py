@@ -31,7 +31,6 @@ PIL's by a few levels, so its probabilities differ slightly (measured in bench/d
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -42,8 +41,8 @@ from headstart.classify.fused import build_classifier
 from headstart.classify.head import Head
 from headstart.classify.persist import load_head
 from headstart.classify.softmax import import_keras, save_keras
-from headstart.errors import ClassifyError
 from headstart.options import Choice, check_options
+from headstart.outputs import FolderKind, check_replaceable, replace_folder
 
 FORMAT = "headstart-export"
 FORMAT_VERSION = 1
@@ -55,6 +54,11 @@ PIXELS_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "images"
 QUANTIZE = ("none", "float16")
 EXPORT_OPTIONS = {"quantize": Choice(QUANTIZE)}
+# export-head's and fine-tune's folder (fine-tune adds metrics.json and its curves)
+EXPORT_FOLDER = FolderKind(
+    "export", EXPORT_JSON, formats=(FORMAT,),
+    names=r"model\.keras|saved_model|labels\.txt|model(_float16)?\.tflite|export\.json|"
+          r"metrics\.json|training_curves\.png")
 
 
 def tflite_name(quantize: str) -> str:
@@ -79,8 +83,8 @@ def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = Fal
     quantize: "none" or "float16" (float16 weights in the TFLite file; implies tflite).
     weights_path: the extraction's weights file when it moved (its sha256 must match).
     out_dir is replaced as a whole once everything is written (a kill leaves the old one);
-    it must be absent, empty, or an earlier export.
-    Raises UsageError (options), HeadError (head), WeightsError (weights), ClassifyError
+    it must be absent, empty, or an earlier export (headstart.outputs).
+    Raises UsageError (options), HeadError (head), WeightsError (weights), OutputError
     (out_dir holds other files), all before the backbone is built.
     """
     from headstart.classify.predict import backbone_for_head
@@ -88,7 +92,7 @@ def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = Fal
     log = log or (lambda line: None)
     check_options({"quantize": quantize}, EXPORT_OPTIONS)
     out_dir = Path(out_dir)
-    check_out_dir(out_dir)
+    check_replaceable(out_dir, EXPORT_FOLDER)
     head = load_head(head_dir)
     backbone = backbone_for_head(head, weights_path)
     keras, _ = import_keras()
@@ -96,58 +100,10 @@ def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = Fal
     log(f"{head.kind} head on {head.identity.model} {head.identity.layer}: "
         f"{model.count_params():,} parameters; writing {out_dir}/")
     details = {"head": {"kind": head.kind, "directory": str(Path(head_dir).resolve())}}
-    staging = staging_dir(out_dir)
-    sizes = write_export(model, staging, head, tflite=tflite or quantize != "none",
-                         quantize=quantize, details=details, log=log)
-    publish(staging, out_dir)
+    sizes = replace_folder(out_dir, EXPORT_FOLDER, lambda staging: write_export(
+        model, staging, head, tflite=tflite or quantize != "none", quantize=quantize,
+        details=details, log=log))
     return Exported(out_dir, sizes, model)
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """Refuse an output folder that holds anything but an earlier export (nothing is deleted)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ClassifyError(f"'{out_dir}' is a file; give -o a folder name, e.g. model/.")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / EXPORT_JSON).is_file():
-        raise ClassifyError(
-            f"'{out_dir}' already holds files that are not a headstart export (no {EXPORT_JSON}); "
-            "choose another -o folder or empty this one."
-        )
-    parent = out_dir.resolve().parent
-    if not parent.is_dir():
-        raise ClassifyError(f"The folder '{parent}' for '{out_dir}' does not exist; create it.")
-
-
-def staging_dir(out_dir: Path) -> Path:
-    """A fresh hidden sibling of out_dir to write into; leftovers of dead runs are removed."""
-    parent, prefix = out_dir.resolve().parent, f".{out_dir.name}.tmp-"
-    for stale in parent.glob(prefix + "*"):
-        pid = stale.name[len(prefix):]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    staging = parent / f"{prefix}{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    return staging
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def publish(staging: Path, out_dir: Path) -> None:
-    """Put the finished `staging` folder at `out_dir`, replacing an earlier export whole."""
-    out_dir = out_dir.resolve()
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(staging, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_export(model, directory: Path, head: Head, *, tflite: bool = False,

@@ -44,14 +44,12 @@ import numpy as np
 from tqdm import tqdm
 
 from headstart.classify import report
-from headstart.classify.checkpoint import Checkpoint
+from headstart.classify.checkpoint import CHECKPOINT_FOLDER, Checkpoint
 from headstart.classify.dataset import load_dataset
 from headstart.classify.export import (
+    EXPORT_FOLDER,
     EXPORT_JSON,
     EXPORT_OPTIONS,
-    check_out_dir,
-    publish,
-    staging_dir,
     write_export,
 )
 from headstart.classify.finetune_data import TrainingImages, batches, find_training_images
@@ -63,6 +61,7 @@ from headstart.classify.softmax import count_parameters, import_keras
 from headstart.classify.split import SPLITS
 from headstart.errors import ClassifyError, Interrupted, UsageError
 from headstart.options import Range, check_options
+from headstart.outputs import check_replaceable, replace_folder
 
 METRICS = "metrics.json"
 DEFAULT_UNFREEZE = {"vgg": "block5"}  # by backbone family; others must name their top block
@@ -167,7 +166,9 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
     head_dir = Path(head)
     out_dir = Path(out_dir) if out_dir is not None else head_dir.parent / "finetuned"
     model_head = load_head(head_dir)
-    check_out_dir(out_dir)
+    check_replaceable(out_dir, EXPORT_FOLDER)
+    check_replaceable(checkpoint_dir(out_dir), CHECKPOINT_FOLDER,
+                      option="-o (its checkpoint folder)")
     done = _finished(out_dir)
     if done is not None:
         log(f"'{out_dir}' already holds a finished fine-tune; delete it to run again.")
@@ -405,17 +406,19 @@ def _train(trainer: Trainer, found: TrainingImages, checkpoint: Checkpoint, stat
 
 def _save(model, head, out_dir: Path, metrics: dict, tflite: bool, quantize: str,
           log: Callable[[str], None]) -> None:
-    staging = staging_dir(out_dir)
+    def write(staging: Path) -> None:
+        write_export(model, staging, head, tflite=tflite, quantize=quantize,
+                     details={"fine_tuned": {"from_head": metrics["head"],
+                                             "unfrozen": metrics["parameters"]["unfrozen"]}},
+                     log=log)
+        history = metrics["selection"]["history"]
+        plot_history(history, metrics["selection"]["best_epoch"],
+                     staging / "training_curves.png",
+                     f"fine-tuned {metrics['pipeline']['model']} on {Path(metrics['store']).name}")
+        report.write_json(metrics, staging / METRICS)
+
     log(f"saving the fine-tuned model to {out_dir}/")
-    write_export(model, staging, head, tflite=tflite, quantize=quantize,
-                 details={"fine_tuned": {"from_head": metrics["head"],
-                                         "unfrozen": metrics["parameters"]["unfrozen"]}},
-                 log=log)
-    history = metrics["selection"]["history"]
-    plot_history(history, metrics["selection"]["best_epoch"], staging / "training_curves.png",
-                 f"fine-tuned {metrics['pipeline']['model']} on {Path(metrics['store']).name}")
-    report.write_json(metrics, staging / METRICS)
-    publish(staging, out_dir)
+    replace_folder(out_dir, EXPORT_FOLDER, write)
 
 
 def _log_images(found: TrainingImages, log: Callable[[str], None]) -> None:

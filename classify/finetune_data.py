@@ -24,6 +24,7 @@ from PIL import Image
 
 from headstart.classify.dataset import Dataset
 from headstart.classify.head import Head
+from headstart.classify.persist import check_member
 from headstart.classify.split import SPLITS, read_split_rows
 from headstart.errors import ClassifyError, HeadError
 
@@ -63,6 +64,7 @@ def read_head_split(head_dir: Path) -> dict[str, tuple[str, str, bool]]:
             f"'{path}' is missing, so the split the head was fitted on is unknown; fit the "
             "head again with fit-head (it writes split.csv)."
         )
+    check_member(head_dir, SPLIT_CSV)
     try:
         return read_split_rows(path)
     except KeyError as error:

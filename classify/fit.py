@@ -24,11 +24,12 @@ from headstart.classify.dataset import Dataset, load_dataset
 from headstart.classify.exclude import check_exclude_file, excluded_rows, parse_kinds
 from headstart.classify.head import Head
 from headstart.classify.heads import HEADS, make_estimator, options_of
-from headstart.classify.persist import save_head
+from headstart.classify.persist import HEAD_FOLDER, save_head
 from headstart.classify.plots import plot_confusion, plot_history, plot_selection
 from headstart.classify.softmax import save_keras
 from headstart.classify.split import SPLITS, check_split_option, resolve_split, write_split_csv
 from headstart.errors import ClassifyError
+from headstart.outputs import check_replaceable, printable_path
 
 
 @dataclass
@@ -84,6 +85,9 @@ def fit_heads(
     estimators = {model: make_estimator(model, seed=seed, class_weight=class_weight,
                                         **head_options) for model in models}
     check_split_option(split)
+    if out_dir is not None:
+        for model in models:
+            check_replaceable(Path(out_dir) / model, HEAD_FOLDER, parents=True)
     if exclude is not None:
         exclude_kinds = parse_kinds(exclude_kinds)
         check_exclude_file(exclude)
@@ -186,7 +190,14 @@ def _versions(model: str) -> dict:
 def _write_outputs(directory: Path, head: Head, estimator, metrics: dict, data: Dataset,
                    assignment: np.ndarray, rows: dict, test_proba: np.ndarray, draw: bool,
                    excluded: np.ndarray | None = None) -> None:
-    save_head(head, directory)
+    """Write the head folder aside and swap it in whole (head.json records every file)."""
+    save_head(head, directory, lambda staging: _write_files(
+        staging, head, estimator, metrics, data, assignment, rows, test_proba, draw, excluded))
+
+
+def _write_files(directory: Path, head: Head, estimator, metrics: dict, data: Dataset,
+                 assignment: np.ndarray, rows: dict, test_proba: np.ndarray, draw: bool,
+                 excluded: np.ndarray | None) -> None:
     report.write_json(metrics, directory / "metrics.json")
     write_split_csv(directory / "split.csv", paths=data.paths, hashes=data.hashes,
                     labels=data.labels, classes=data.classes, assignment=assignment,
@@ -195,7 +206,7 @@ def _write_outputs(directory: Path, head: Head, estimator, metrics: dict, data: 
         writer = csv.writer(handle)
         writer.writerow(["path", "class", "predicted", "probability"])
         for row, proba in zip(rows["test"], test_proba, strict=True):
-            writer.writerow([data.paths[row], data.classes[data.labels[row]],
+            writer.writerow([printable_path(data.paths[row]), data.classes[data.labels[row]],
                              data.classes[int(proba.argmax())], f"{proba.max():.6f}"])
     if head.kind == "softmax":
         save_keras(estimator.model_, directory / "model.keras")

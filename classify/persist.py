@@ -4,8 +4,14 @@ A head directory holds
 
     head.json      format, kind, classes, layer names and activations, the feature
                    identity (model, layer, weights, resize, preprocessing), options,
-                   split rule, library versions
+                   split rule, library versions, and the sha256 of every other file
+                   of the folder ("files")
     weights.npz    mean, scale, kernel_0, bias_0[, kernel_1, bias_1]: float arrays
+
+and, from fit-head, metrics.json, split.csv, test_predictions.csv, model.keras and plots.
+The folder is written aside and swapped in whole (headstart.outputs), so its files always
+come from one fit; a file whose sha256 differs from head.json's is refused on load (heads
+written before "files" was recorded load as they are).
 
 `np.load(..., allow_pickle=False)` refuses object arrays, so a tampered file cannot
 execute anything, and plain arrays do not depend on the scikit-learn or Keras version
@@ -14,9 +20,10 @@ that made them (a pickled estimator would). No pickle or joblib is used.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,40 +32,89 @@ import numpy as np
 from headstart.classify.head import ACTIVATIONS, Head, Layer
 from headstart.errors import HeadError
 from headstart.features import Identity
+from headstart.outputs import FolderKind, recover, replace_folder
 
 FORMAT = "headstart-head"
 FORMAT_VERSION = 1
 HEAD_JSON = "head.json"
 WEIGHTS = "weights.npz"
+HEAD_FOLDER = FolderKind(
+    "head", HEAD_JSON, formats=(FORMAT,),
+    names=r"head\.json|weights\.npz|metrics\.json|split\.csv|test_predictions\.csv|"
+          r"model\.keras|confusion_matrix\.png|training_curves\.png|validation_curve\.png")
 
 
-def save_head(head: Head, directory: str | Path) -> Path:
-    """Write head.json and weights.npz into `directory` (created); returns head.json's path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+def save_head(head: Head, directory: str | Path,
+              write_more: Callable[[Path], None] | None = None) -> Path:
+    """Write a head folder at `directory`, replacing an earlier head there whole.
+
+    write_more(folder): writes further files (metrics.json, split.csv, ...) into the new
+    folder before head.json, which records their sha256. Returns head.json's path.
+    Raises OutputError when `directory` holds anything but an earlier head.
+    """
+    def write(folder: Path) -> None:
+        if write_more is not None:
+            write_more(folder)
+        write_head(head, folder)
+
+    replace_folder(directory, HEAD_FOLDER, write, parents=True)
+    return Path(directory) / HEAD_JSON
+
+
+def write_head(head: Head, directory: Path) -> Path:
+    """Write weights.npz, then head.json with the sha256 of every file in `directory`."""
     arrays = {"mean": head.mean, "scale": head.scale}
     layers = []
     for i, layer in enumerate(head.layers):
         arrays[f"kernel_{i}"], arrays[f"bias_{i}"] = layer.kernel, layer.bias
         layers.append({"kernel": f"kernel_{i}", "bias": f"bias_{i}",
                        "activation": layer.activation})
-    weights = directory / WEIGHTS
-    tmp = directory / f".{WEIGHTS}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, weights)
+    with open(directory / WEIGHTS, "wb") as handle:
+        np.savez(handle, **arrays)
+    files = {path.name: sha256_file(path) for path in sorted(directory.iterdir())
+             if path.is_file() and path.name != HEAD_JSON}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": head.kind,
             "classes": list(head.classes), "n_features": head.n_features, "weights": WEIGHTS,
-            "layers": layers, "identity": asdict(head.identity), **head.meta}
+            "layers": layers, "identity": asdict(head.identity), **head.meta, "files": files}
     path = directory / HEAD_JSON
-    tmp = directory / f".{HEAD_JSON}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # written last: a directory with head.json holds a whole head
+    path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_member(directory: Path, name: str, meta: dict | None = None) -> Path:
+    """The path of file `name` of a head folder; HeadError if head.json records another sha256.
+
+    meta: head.json's content (read from `directory` when None). Heads written before
+    head.json recorded "files" pass unchecked.
+    """
+    path = directory / name
+    if meta is None:
+        try:
+            meta = json.loads((directory / HEAD_JSON).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            meta = {}
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if isinstance(files, dict) and name in files and path.is_file() \
+            and sha256_file(path) != files[name]:
+        raise HeadError(
+            f"'{path}' does not belong to the head in '{directory / HEAD_JSON}' (another fit "
+            "wrote it); fit the head again.")
     return path
 
 
 def load_head(path: str | Path) -> Head:
     """A head from its directory (or its head.json); HeadError in one sentence if unusable."""
     path = Path(path)
+    if not path.exists() and path.name != HEAD_JSON:
+        recover(path, HEAD_FOLDER)  # a fit killed in the middle of its swap
     json_path = path / HEAD_JSON if path.is_dir() else path
     if not json_path.is_file():
         raise HeadError(
@@ -87,7 +143,7 @@ def load_head(path: str | Path) -> Head:
 
 
 def _head_from(meta: dict, directory: Path) -> Head:
-    with np.load(directory / WEIGHTS, allow_pickle=False) as stored:
+    with np.load(check_member(directory, WEIGHTS, meta), allow_pickle=False) as stored:
         arrays = {name: stored[name] for name in stored.files}
     mean, scale = arrays["mean"], arrays["scale"]
     layers = [Layer(arrays[spec["kernel"]], arrays[spec["bias"]], spec["activation"])
@@ -95,7 +151,7 @@ def _head_from(meta: dict, directory: Path) -> Head:
     classes = [str(c) for c in meta["classes"]]
     _check_arrays(mean, scale, layers, len(classes))
     structural = {"format", "format_version", "kind", "classes", "n_features", "weights",
-                  "layers", "identity"}
+                  "layers", "identity", "files"}
     return Head(kind=meta["kind"], classes=classes, mean=mean, scale=scale, layers=layers,
                 identity=Identity(**meta["identity"]),
                 meta={k: v for k, v in meta.items() if k not in structural})

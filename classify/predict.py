@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from headstart.classify.head import Head
-from headstart.errors import ClassifyError
+from headstart.errors import ClassifyError, OutputError
 from headstart.features import open_store
+from headstart.outputs import printable_path, replace_file
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -106,9 +107,10 @@ def predict_store(head: Head, store_path: str | Path) -> Predictions:
 def format_predictions(predictions: Predictions, top_k: int = 3) -> str:
     """One line per image: path, class, probability, and the top k when there are more classes."""
     k = min(top_k, len(predictions.classes))
-    width = max((len(p) for p in predictions.paths), default=4)
+    paths = [printable_path(p) for p in predictions.paths]
+    width = max((len(p) for p in paths), default=4)
     lines = []
-    for path, best in zip(predictions.paths, predictions.top_k(k), strict=True):
+    for path, best in zip(paths, predictions.top_k(k), strict=True):
         line = f"{path.ljust(width)}  {best[0][0]}  {100 * best[0][1]:6.2f}%"
         if k > 1:
             line += "   top-" + str(k) + ": " + ", ".join(f"{c} {100 * p:.2f}%" for c, p in best)
@@ -116,12 +118,31 @@ def format_predictions(predictions: Predictions, top_k: int = 3) -> str:
     return "\n".join(lines)
 
 
-def write_predictions(predictions: Predictions, path: str | Path, top_k: int = 3) -> Path:
-    """predictions.csv (one column per class probability) or predictions.json, by suffix."""
+def check_output(path: str | Path) -> Path:
+    """--output as a Path; ClassifyError/OutputError before any work if it cannot be written."""
     path = Path(path)
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ClassifyError(f"--output must end in .csv or .json, got '{path}'.")
+    if path.is_dir():
+        raise OutputError(f"--output '{path}' is a folder; give a file name ending in .csv "
+                          "or .json.")
+    if not path.absolute().parent.is_dir():
+        raise OutputError(f"The folder '{path.absolute().parent}' for --output '{path}' does "
+                          "not exist; create it first.")
+    return path
+
+
+def write_predictions(predictions: Predictions, path: str | Path, top_k: int = 3) -> Path:
+    """predictions.csv (one column per class probability) or predictions.json, by suffix.
+
+    The file is written aside and renamed over `path` whole (an earlier file stays until
+    then); path bytes that are not UTF-8 are written as \\xNN escapes.
+    Raises ClassifyError (suffix) or OutputError (folder) before writing.
+    """
+    path = check_output(path)
     k = min(top_k, len(predictions.classes))
+    paths = [printable_path(p) for p in predictions.paths]
+    skipped = [(printable_path(p), r) for p, r in predictions.skipped]
     if path.suffix.lower() == ".json":
         data = {
             "classes": predictions.classes,
@@ -129,20 +150,23 @@ def write_predictions(predictions: Predictions, path: str | Path, top_k: int = 3
                 {"path": p, "class": best[0][0], "probability": best[0][1],
                  "top_k": [{"class": c, "probability": q} for c, q in best],
                  "probabilities": dict(zip(predictions.classes, row.tolist(), strict=True))}
-                for p, best, row in zip(predictions.paths, predictions.top_k(k),
+                for p, best, row in zip(paths, predictions.top_k(k),
                                         predictions.probabilities, strict=True)
             ],
-            "skipped": [{"path": p, "reason": r} for p, r in predictions.skipped],
+            "skipped": [{"path": p, "reason": r} for p, r in skipped],
         }
-        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        return path
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "class", "probability", "error"]
-                        + [f"p({c})" for c in predictions.classes])
-        for p, name, row in zip(predictions.paths, predictions.predicted, predictions.probabilities,
-                                strict=True):
-            writer.writerow([p, name, f"{row.max():.6f}", ""] + [f"{q:.6f}" for q in row])
-        for p, reason in predictions.skipped:
-            writer.writerow([p, "", "", reason] + [""] * len(predictions.classes))
-    return path
+        return replace_file(path, lambda tmp: tmp.write_text(
+            json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "class", "probability", "error"]
+                            + [f"p({c})" for c in predictions.classes])
+            for p, name, row in zip(paths, predictions.predicted, predictions.probabilities,
+                                    strict=True):
+                writer.writerow([p, name, f"{row.max():.6f}", ""] + [f"{q:.6f}" for q in row])
+            for p, reason in skipped:
+                writer.writerow([p, "", "", reason] + [""] * len(predictions.classes))
+
+    return replace_file(path, write_csv)

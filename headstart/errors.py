@@ -66,6 +66,10 @@ class HeadError(ClassifyError):
     """A head file that is missing, damaged, or does not match the features it is given."""
 
 
+class OutputError(HeadstartError, ValueError):
+    """An output folder or file that headstart may not write or replace (it holds others' files)."""
+
+
 class MissingExtraError(HeadstartError, ImportError):
     """An optional package is not installed; the message names the `pip install` to run."""
 

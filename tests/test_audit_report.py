@@ -258,7 +258,7 @@ def test_the_library_refuses_what_the_command_refuses(small_store):
 def test_output_path_that_is_a_file_is_refused(small_store, tmp_path, capsys):
     (tmp_path / "out").write_text("x")
     assert main(["--features", str(small_store), "-o", str(tmp_path / "out"), "-q"]) == 2
-    assert "is a file; give a directory" in one_sentence(capsys.readouterr().err)
+    assert "is a file or a link, not a folder" in one_sentence(capsys.readouterr().err)
 
 
 def test_missing_faiss_is_refused_with_the_install_command(small_store, tmp_path, capsys,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,18 +15,18 @@ import pytest
 from helpers import SAMPLE_PETS
 
 from headstart.classify import load_head, predict_images
-from headstart.classify.deploy_cli import export_head_main
+from headstart.classify.cli import predict_main
+from headstart.classify.deploy_cli import export_head_main, fine_tune_main
 from headstart.classify.export import (
     BYTES_SIGNATURE,
+    EXPORT_FOLDER,
     PIXELS_SIGNATURE,
     convert_tflite,
     export_head,
-    publish,
-    staging_dir,
 )
 from headstart.classify.fused import build_classifier, preprocessing_layers
 from headstart.classify.head import Head, Layer
-from headstart.errors import ClassifyError
+from headstart.errors import OutputError
 from headstart.extract import WeightsSpec, backbone_info, decode_pixels, pipeline_identity
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -226,6 +227,52 @@ def test_the_documented_example_classifies_a_photo_without_headstart(exported, t
     assert bytes_line[0] == name and abs(float(bytes_line[1]) - expected.max()) < 0.1
 
 
+def label_studio_project(root: Path) -> list[tuple[str, bytes | None]]:
+    """A user's folder that holds a file named export.json; returns its snapshot."""
+    (root / "sub").mkdir(parents=True)
+    (root / "export.json").write_text('{"tool": "label-studio"}')
+    (root / "important.txt").write_text("thesis")
+    return snapshot(root)
+
+
+def snapshot(root: Path) -> list[tuple[str, bytes | None]]:
+    return sorted((str(p.relative_to(root)), p.read_bytes() if p.is_file() else None)
+                  for p in root.rglob("*"))
+
+
+def test_export_and_fine_tune_refuse_a_folder_headstart_did_not_write(deployable, tmp_path,
+                                                                      capsys):
+    """export-head and fine-tune replaced any folder with an export.json, deleting the rest."""
+    project = tmp_path / "proj"
+    before = label_studio_project(project)
+    forged = tmp_path / "forged"  # the right format, but a file no export holds
+    forged.mkdir()
+    (forged / "export.json").write_text('{"format": "headstart-export"}')
+    (forged / "notes.txt").write_text("mine")
+    forged_before = snapshot(forged)
+    head = str(deployable.heads / "softmax")
+    runs = [
+        (export_head_main, ["--head", head, "-o", str(project)]),
+        (export_head_main, ["--head", head, "-o", str(forged)]),
+        (fine_tune_main, ["--features", str(deployable.store), "--head", head,
+                          "-o", str(project)]),
+        (fine_tune_main, ["--features", str(deployable.store), "--head", head,
+                          "-o", str(tmp_path / "ft")]),  # its checkpoint folder is the user's
+    ]
+    (tmp_path / "ft.checkpoint").mkdir()
+    (tmp_path / "ft.checkpoint" / "state.json").write_text("{}")
+    (tmp_path / "ft.checkpoint" / "thesis.tex").write_text("x")
+    for main, argv in runs:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "not a headstart" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    assert snapshot(project) == before and snapshot(forged) == forged_before
+    assert (tmp_path / "ft.checkpoint" / "thesis.tex").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "forged", "ft.checkpoint", "proj"]  # no staging folder left behind
+
+
 def test_export_refuses_bad_input_before_building_anything(deployable, tmp_path, capsys):
     foreign = tmp_path / "photos"
     foreign.mkdir()
@@ -244,21 +291,35 @@ def test_export_refuses_bad_input_before_building_anything(deployable, tmp_path,
                              "int8"]) == 2
     assert "must be one of none, float16, got int8" in capsys.readouterr().err
     assert (foreign / "mine.jpg").read_bytes() == b"x"
-    with pytest.raises(ClassifyError, match="is a file"):
+    with pytest.raises(OutputError, match="is a file"):
         export_head(deployable.heads / "softmax", foreign / "mine.jpg")
 
 
-def test_publish_replaces_an_export_whole_and_staging_cleans_dead_runs(tmp_path):
+def test_an_earlier_export_is_recognised_and_replaced_whole(tmp_path):
     out = tmp_path / "model"
     out.mkdir()
-    (out / "export.json").write_text("old")
+    (out / "export.json").write_text('{"format": "headstart-export"}')
+    (out / "model.tflite").write_text("old")
+    assert EXPORT_FOLDER.owns(out)
     (out / "old-only.txt").write_text("old")
-    dead = tmp_path / ".model.tmp-999999999"  # a pid that cannot be running
-    dead.mkdir()
-    staging = staging_dir(out)
-    assert not dead.exists() and staging.is_dir()
-    (staging / "export.json").write_text("new")
-    publish(staging, out)
-    assert (out / "export.json").read_text() == "new"
-    assert not (out / "old-only.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert not EXPORT_FOLDER.owns(out)
+
+
+def test_predict_output_with_a_name_that_is_not_utf8(deployable, tmp_path, capsys):
+    """predict --output truncated the old file, wrote one row, then crashed on such a name."""
+    images = tmp_path / "new"
+    images.mkdir()
+    odd = os.fsdecode(b"caf\xe9-\xff.jpg")
+    (images / odd).write_bytes(PHOTOS[0].read_bytes())
+    (images / "plain.jpg").write_bytes(PHOTOS[1].read_bytes())
+    for name in ("preds.csv", "preds.json"):
+        output = tmp_path / name
+        output.write_text("earlier predictions\n")
+        assert predict_main(["--head", str(deployable.heads / "softmax"), str(images),
+                             "--output", str(output)]) == 0, capsys.readouterr().err
+        text = output.read_text(encoding="utf-8")
+        assert "earlier predictions" not in text and "plain.jpg" in text
+        assert "caf\\xe9-\\xff.jpg" in text.replace("\\\\", "\\")
+    out = capsys.readouterr().out
+    assert "caf\\xe9-\\xff.jpg" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "preds.csv", "preds.json"]

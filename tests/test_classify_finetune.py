@@ -22,6 +22,7 @@ from headstart.classify.finetune import (
     unfreeze_top,
 )
 from headstart.classify.finetune_data import augment, find_training_images
+from headstart.classify.persist import sha256_file
 from headstart.errors import ClassifyError, HeadError, Interrupted, UsageError
 from headstart.extract import WeightsSpec
 
@@ -180,6 +181,9 @@ def test_images_fit_head_excluded_are_left_out_of_fine_tuning(deployable, tmp_pa
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    meta = json.loads((head_dir / "head.json").read_text())  # as fit-head --exclude records it
+    meta["files"]["split.csv"] = sha256_file(head_dir / "split.csv")
+    (head_dir / "head.json").write_text(json.dumps(meta))
     found = find_training_images(data, head, head_dir, deployable.images)
     assert found.excluded == flagged
     assert not set(flagged) & set(found.paths)
