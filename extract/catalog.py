@@ -62,6 +62,7 @@ class Catalog:
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why), reported once
     left_out: Counter = field(default_factory=Counter)  # non-image files by kind
     notices: list[str] = field(default_factory=list)  # warnings about the layout or labels
+    unreadable: list[str] = field(default_factory=list)  # folders not readable now: "Dog/"
 
     @property
     def labelled(self) -> bool:
@@ -100,7 +101,8 @@ def scan(root: str | Path, spec: LabelSpec | None = None) -> Catalog:
         files = sorted(labels)
         classes = sorted({c for c in labels.values() if c is not None})
         return Catalog(root, files, labels, classes, source, None,
-                       {p: walk.stats[p] for p in files}, walk.ignored, walk.left_out, notices)
+                       {p: walk.stats[p] for p in files}, walk.ignored, walk.left_out, notices,
+                       walk.unreadable)
     return _from_folders(root)
 
 
@@ -130,6 +132,9 @@ def _from_folders(root: Path) -> Catalog:
         notices.append(problem)
     walk = Walk(root, units=[Path(os.path.realpath(e.path)) for e in top])
     classes, labels = [], {}
+    for name in unreachable_links(root):
+        walk.unreadable_folder(name + "/", "link to a folder that cannot be reached now "
+                                           "(not mounted?), not scanned")
     for entry in top:
         if not valid_utf8(entry.name):
             walk.ignored.append((printable(entry.name) + "/",
@@ -139,7 +144,7 @@ def _from_folders(root: Path) -> Catalog:
         if found:
             classes.append(entry.name)
             labels.update(dict.fromkeys(found, entry.name))
-        else:
+        elif entry.name + "/" not in walk.unreadable:
             walk.ignored.append((entry.name + "/", "class folder holds no images"))
     top_files(root, walk)
     for path in walk.top_level_images:
@@ -149,7 +154,17 @@ def _from_folders(root: Path) -> Catalog:
     notices += _nfc_clashes(classes)
     files = sorted(labels)
     return Catalog(root, files, labels, classes, "folders", None, walk.stats, walk.ignored,
-                   walk.left_out, notices)
+                   walk.left_out, notices, walk.unreadable)
+
+
+def unreachable_links(root: Path) -> list[str]:
+    """Names of links at the top of `root` that lead nowhere now and are not image names:
+    class folders on a disk that is not mounted (os.scandir's is_dir() is False for them)."""
+    try:
+        return sorted(e.name for e in os.scandir(root) if e.is_symlink() and not e.name.startswith(
+            ".") and not is_image_name(e.name) and not os.path.exists(e.path))
+    except OSError:
+        return []
 
 
 def _no_images_message(root: Path, top_level: list[str]) -> str:
@@ -219,8 +234,9 @@ def _from_split_folders(root: Path, splits: list[os.DirEntry]) -> Catalog:
             found = walk.tree(Path(entry.name) / folder.name,
                               unit=Path(os.path.realpath(folder.path)))
             if not found:
-                walk.ignored.append((f"{entry.name}/{folder.name}/",
-                                     "class folder holds no images"))
+                if f"{entry.name}/{folder.name}/" not in walk.unreadable:
+                    walk.ignored.append((f"{entry.name}/{folder.name}/",
+                                         "class folder holds no images"))
                 continue
             per_split.setdefault(split, set()).add(folder.name)
             labels.update(dict.fromkeys(found, folder.name))
@@ -243,4 +259,4 @@ def _from_split_folders(root: Path, splits: list[os.DirEntry]) -> Catalog:
     notices += _nfc_clashes(classes)
     files = sorted(labels)
     return Catalog(root, files, labels, classes, "split folders", given, walk.stats,
-                   walk.ignored, walk.left_out, notices)
+                   walk.ignored, walk.left_out, notices, walk.unreadable)

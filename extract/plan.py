@@ -28,6 +28,9 @@ class Work:
     gone: list[str] = field(default_factory=list)  # stored paths no longer in the catalog
     changed: list[str] = field(default_factory=list)  # stored paths whose bytes changed
     hashed: int = 0  # files hashed to decide
+    # stored paths kept although they cannot be read now (a folder without permission, a
+    # link to a disk not mounted, a file that vanished mid-scan): not taken for deleted
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def nothing_to_do(self) -> bool:
@@ -73,10 +76,13 @@ def plan_work(catalog: Catalog, records: dict[str, Record], *,
         else:
             to_hash.append(path)
     hashes = hash_files(to_hash) if to_hash else {}
-    changed = []
+    changed, unreadable = [], []
     for path in to_hash:
         record, entry = records[path], catalog_entry(catalog, path)
-        if hashes.get(path) and hashes[path] == record.sha256:
+        if not hashes.get(path) and record.row is not None:  # stored, unreadable now
+            present[path] = record.sha256
+            unreadable.append(path)
+        elif hashes.get(path) and hashes[path] == record.sha256:
             present[path] = record.sha256
             known = (record.size, record.mtime_ns) + (
                 (record.label, record.split) if record.row is not None else (None, ""))
@@ -87,6 +93,24 @@ def plan_work(catalog: Catalog, records: dict[str, Record], *,
         else:
             changed.append(path)
             todo.append(entry)
-    gone = sorted(p for p in records if p not in catalog.labels)
+    gone = []
+    prefixes = tuple(catalog.unreadable)
+    for path in records:
+        if path in catalog.labels:
+            continue
+        if prefixes and path.startswith(prefixes):
+            present[path] = records[path].sha256
+            unreadable.append(path)
+        else:
+            gone.append(path)
     todo.sort(key=lambda e: e.path)
-    return Work(todo, present, refresh, gone, sorted(changed), len(to_hash))
+    return Work(todo, present, refresh, sorted(gone), sorted(changed), len(to_hash),
+                sorted(unreadable))
+
+
+def classes_with_kept(catalog: Catalog, records: dict[str, Record], kept: Sequence[str]
+                      ) -> list[str]:
+    """The catalog's classes plus those of rows kept from folders unreadable now (sorted),
+    so that a class whose folder cannot be read this run keeps its stored rows."""
+    extra = {records[p].label for p in kept} - set(catalog.classes) - {None}
+    return sorted(set(catalog.classes) | extra) if extra else catalog.classes

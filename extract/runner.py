@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from headstart.errors import Interrupted, StoreError, UsageError
+from headstart.errors import Interrupted, StoreBusyError, StoreError, UsageError
 from headstart.extract.backbone import WeightsSpec
 from headstart.extract.catalog import Catalog, scan
 from headstart.extract.decode import hash_files
@@ -43,8 +43,9 @@ from headstart.extract.job import (
     store_summary,
 )
 from headstart.extract.loop import LoopResult, extract_into
-from headstart.extract.plan import Work, plan_work
+from headstart.extract.plan import Work, classes_with_kept, plan_work
 from headstart.extract.precision import AUTO, Decision, follow
+from headstart.extract.walk import listed
 from headstart.features import (
     PartWriter,
     consolidate,
@@ -58,6 +59,7 @@ from headstart.features import (
 from headstart.features.journal import remove_stale_temporaries
 from headstart.features.shards import ShardPlan, current_plan, plan_path, publish_plan
 from headstart.features.stitch import next_generation, shards_dir
+from headstart.words import count
 
 
 def extract_features(directory: str | Path, output: str | Path = "features.h5", *,
@@ -96,6 +98,7 @@ def run(job: Job, *, model=None, log: Callable[[str], None] = print) -> Summary:
                                writing_after=True)
         work = plan_work(catalog, records, hash_files=_hasher(catalog, job.workers),
                          verify=job.verify)
+        catalog = _keeping_unreadable(catalog, records, work, log)
         if work.nothing_to_do and not part_files(job.output) and job.output.exists():
             return run_summary(job, catalog, started, up_to_date=True, hashed=work.hashed)
         loop = None
@@ -203,16 +206,14 @@ def ensure_plan(job: Job, count: int, spec: WeightsSpec, identity: schema.Identi
     when it makes other rows.
     """
     plan = current_plan(job.output)
-    if plan is None:
-        if part_files(job.output):
-            raise StoreError(
-                f"'{job.output}' has an unfinished single-process extraction (parts in "
-                f"'{job.output}.parts'); finish it with the same command without --shard first.")
+    while plan is None:
+        seen = _file_state(job.output)
         catalog = scan(job.directory, job.labels)
         _report_catalog(catalog, log)
         records = read_records(store_files(job.output), identity, catalog.label_source)
         work = plan_work(catalog, records, hash_files=_hasher(catalog, job.workers),
                          verify=job.verify)
+        catalog = _keeping_unreadable(catalog, records, work, log)
         if work.nothing_to_do:
             return None
         candidate = ShardPlan(
@@ -220,9 +221,16 @@ def ensure_plan(job: Job, count: int, spec: WeightsSpec, identity: schema.Identi
             classes=catalog.classes, label_source=catalog.label_source,
             given_splits=catalog.given_splits, todo=work.todo, drop=work.drop,
             refresh=list(work.refresh.values()), attrs=provenance(job, catalog, spec))
-        plan = publish_plan(job.output, candidate)
-        log(f"plan of generation {plan.generation}: {len(plan.todo):,} images in {plan.count} "
-            f"shards, in '{shards_dir(job.output)}'")
+        # Published under the store's lock, so never while a single-process run writes
+        # the store (it refuses a plan it finds under its lock); planned again if the
+        # store changed while this worker scanned.
+        with _lock_for_planning(job.output):
+            _refuse_parts(job.output)
+            plan = current_plan(job.output)
+            if plan is None and _file_state(job.output) == seen:
+                plan = publish_plan(job.output, candidate)
+                log(f"plan of generation {plan.generation}: {len(plan.todo):,} images in "
+                    f"{plan.count} shards, in '{shards_dir(job.output)}'")
     if plan.count != count:
         raise UsageError(
             f"The sharded run of '{job.output}' under way has {plan.count} shards, not {count}; "
@@ -235,6 +243,60 @@ def ensure_plan(job: Job, count: int, spec: WeightsSpec, identity: schema.Identi
         raise StoreError(f"The sharded run of '{job.output}' under way makes other rows "
                          f"({differences}); use the same options as its other shards.")
     return plan
+
+
+def _keeping_unreadable(catalog: Catalog, records, work: Work,
+                        log: Callable[[str], None]) -> Catalog:
+    """The catalog with the classes of stored rows kept although unreadable now; says so."""
+    if not work.unreadable:
+        return catalog
+    folders = sorted({p.rsplit("/", 1)[0] + "/" if "/" in p else p for p in work.unreadable})
+    log(f"kept {count(len(work.unreadable), 'stored row')} of files that cannot be read now "
+        f"(in {listed(folders)}); they are dropped only once the files are really gone")
+    return replace(catalog, classes=classes_with_kept(catalog, records, work.unreadable))
+
+
+PLANNING_WAIT_S = 10.0  # how long a worker waits for another worker's plan to be published
+
+
+@contextlib.contextmanager
+def _lock_for_planning(store: Path):
+    """The store's lock, waited for while other shard workers publish (milliseconds each).
+
+    Raises StoreBusyError when it stays taken: a single-process run (or a merge) is
+    writing the store.
+    """
+    deadline = time.monotonic() + PLANNING_WAIT_S
+    while True:
+        lock = exclusive_lock(store)
+        try:
+            lock.__enter__()
+        except StoreBusyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        break
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _refuse_parts(store: Path) -> None:
+    if part_files(store):
+        raise StoreError(
+            f"'{store}' has an unfinished single-process extraction (parts in "
+            f"'{store}.parts'); finish it with the same command without --shard first.")
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, modification time) of `path`, None if absent: changes with every write."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _complete(path: Path) -> bool:

@@ -30,6 +30,9 @@ class Walk:
         self.found: list[str] = []
         self.stats: dict[str, tuple[int, int]] = {}
         self.ignored: list[tuple[str, str]] = []
+        # folders that could not be read now ("Dog/", "Dog/sub/"): what the store holds
+        # under them is kept, not taken for deleted
+        self.unreadable: list[str] = []
         self.left_out: Counter = Counter()
         self.top_level_images: list[str] = []
 
@@ -50,8 +53,8 @@ class Walk:
             info = os.stat(directory)
             entries = sorted(os.scandir(directory), key=attrgetter("name"))
         except OSError as error:
-            self.ignored.append((self._relative(directory) + "/",
-                                 f"cannot read folder ({error.strerror}), not scanned"))
+            self.unreadable_folder(self._relative(directory) + "/",
+                                   f"cannot read folder ({error.strerror}), not scanned")
             return
         key = (info.st_dev, info.st_ino)
         if key in seen:
@@ -76,6 +79,10 @@ class Walk:
                         continue
                 self._directory(Path(entry.path), seen, flat=flat, unit=unit,
                                 prefix=relative + "/")
+            elif entry.is_symlink() and not is_image_name(name) and not os.path.exists(
+                    entry.path):
+                self.unreadable_folder(relative + "/", "link to a folder that cannot be "
+                                       "reached now (not mounted?), not scanned")
             elif is_image_name(name):
                 if at_root:
                     self.top_level_images.append(relative)
@@ -84,6 +91,11 @@ class Walk:
                 stats[relative] = stat_of(entry)
             elif kind := left_out_kind(name):
                 self.left_out[kind] += 1
+
+    def unreadable_folder(self, relative: str, why: str) -> None:
+        """Report a folder that cannot be read now; its stored rows are kept."""
+        self.ignored.append((relative, why))
+        self.unreadable.append(relative)
 
     def _refuse_link(self, link: Path, *, unit: Path | None, flat: bool) -> str | None:
         """Why a directory link must not be followed, or None to follow it."""
@@ -153,7 +165,8 @@ def subfolders(folder: Path) -> list[os.DirEntry]:
 def top_files(root: Path, walk: Walk) -> None:
     """Files directly in DIR: images are reported (not in a class), others counted."""
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_dir():
+        if entry.is_dir() or (entry.is_symlink() and not os.path.exists(entry.path)
+                              and not is_image_name(entry.name)):  # reported as unreadable
             continue
         if is_image_name(entry.name):
             walk.top_level_images.append(entry.name)

@@ -6,14 +6,22 @@ Exit status as in every headstart command (headstart.errors).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
 from headstart.cli import run_command
 from headstart.errors import StoreError
+from headstart.features import schema
 from headstart.features.journal import read_records, store_files
-from headstart.features.reader import open_h5, open_store, part_files, read_index
+from headstart.features.reader import (
+    check_shards,
+    open_h5,
+    open_store,
+    part_files,
+    read_index,
+)
 from headstart.features.shards import current_plan, merge_shards, shard_status
 
 
@@ -34,7 +42,8 @@ def describe(path: str | Path, *, list_skipped: bool = False) -> str:
                 f"skipped: {len(store.skipped)}",
                 "layout: " + ("one self-contained file" if not store.shards else
                               f"spans {len(store.shards) + 1} files: this top file and "
-                              f"{len(store.shards)} shard files in '{path}.shards/'"),
+                              f"{len(store.shards)} shard files in "
+                              + _folders(store.shards, path)),
             ]
             skipped = store.skipped
             size = path.stat().st_size + sum(f.stat().st_size for f in store.shards)
@@ -82,6 +91,12 @@ def describe(path: str | Path, *, list_skipped: bool = False) -> str:
     if list_skipped:
         lines += [f"  skipped {p}: {reason}" for p, reason in skipped]
     return "\n".join(lines)
+
+
+def _folders(shards: list[Path], store: Path) -> str:
+    """Where the shard files are, as the store names them: 'features.h5.shards/'."""
+    names = sorted({os.path.relpath(f.parent, store.parent) for f in shards})
+    return ", ".join(f"'{name}/'" for name in names)
 
 
 def _kind(store) -> str:
@@ -152,17 +167,18 @@ def copy_store(path: Path) -> dict:
     from headstart.features.stitch import remove_unreferenced_shards, write_rows_file
 
     with exclusive_lock(path):
-        with open_store(path) as store:
-            identity, classes, attrs = store.identity, store.classes, dict(store.attrs)
-            given = store.given_splits is not None
-            skipped = store.index.skipped
-        records = read_records([path], identity)
+        with open_h5(path) as handle:  # not open_store: it refuses a path stored twice
+            index = read_index(handle)
+            before = {f.resolve() for f in check_shards(handle[schema.FEATURES], path)}
+        identity, classes, attrs = index.identity, index.classes, dict(index.attrs)
+        given, skipped = index.splits is not None, index.skipped
+        records = read_records([path], identity)  # one record per path: the last row
         rows = [(p, r) for p, r in sorted(records.items()) if r.row is not None]
         write_rows_file(path, [path], rows, identity=identity, classes=classes, skipped=skipped,
                         attrs=attrs, given_splits=given,
                         compression=attrs.get("compression", "none")
                         if attrs.get("compression") in ("none", "gzip", "lzf") else "none")
-        remove_unreferenced_shards(path)
+        remove_unreferenced_shards(path, before)
     return {"rows": len(rows), "shards": 0, "copied": True}
 
 

@@ -235,6 +235,7 @@ class FeatureStore:
         self._handle = open_h5(self.path)
         try:
             self.index = read_index(self._handle)
+            _check_unique(self.index.paths, self.path)
             # Looked up once: h5py opens the dataset anew on every lookup.
             self._features = features_dataset(self._handle)
             self.shards = check_shards(self._features, self.path)
@@ -294,6 +295,20 @@ class FeatureStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_unique(paths: list[str], store: Path) -> None:
+    """StoreError when a path is stored twice (a merge interrupted before this check existed
+    could leave such a store; every row would count twice)."""
+    if len(set(paths)) == len(paths):
+        return
+    counts: dict[str, int] = {}
+    for path in paths:
+        counts[path] = counts.get(path, 0) + 1
+    twice = [p for p, n in counts.items() if n > 1]
+    raise StoreError(
+        f"'{store}' holds {len(twice):,} images more than once (first: '{twice[0]}'); run "
+        f"`merge-features --copy {store}` to keep one row of each.")
 
 
 def open_store(path: str | Path, *, require_complete: bool = True) -> FeatureStore:

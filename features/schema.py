@@ -49,6 +49,7 @@ GIVEN_SPLIT = "split"
 SKIPPED_SIZES = "skipped/size"
 SKIPPED_MTIMES = "skipped/mtime_ns"
 LABEL_SOURCE = "label_source"
+MERGED_GENERATION = "merged_generation"  # the shard generation whose merge wrote the store
 DEFAULT_LABEL_SOURCE = "folders"  # stores written before label sources existed
 UNLABELLED = -1  # the label of every row in an unlabelled store
 

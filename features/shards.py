@@ -27,13 +27,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from headstart import faults
 from headstart.errors import StoreError
 from headstart.features import schema
 from headstart.features.journal import Entry, read_records
 from headstart.features.lock import exclusive_lock
-from headstart.features.reader import open_h5, part_files
+from headstart.features.reader import open_h5, part_files, shard_files
 from headstart.features.stitch import (
     PLAN_PATTERN,
+    referenced_shards,
     refreshed,
     remove_unreferenced_shards,
     shard_path,
@@ -43,6 +45,7 @@ from headstart.features.stitch import (
 )
 
 PLAN_FORMAT = "headstart-shard-plan"
+MERGED = schema.MERGED_GENERATION  # attribute of a store written by merge_shards
 
 
 @dataclass
@@ -180,6 +183,9 @@ def merge_shards(store: str | Path, *, copy: bool = False, attrs: dict | None = 
             raise StoreError(f"No sharded run to merge for '{store}' (no plan in "
                              f"'{shards_dir(store)}'); start one with `extract-features DIR -o "
                              f"{store} --shard I/N`.")
+        before = referenced_shards(store)
+        if merged_generation(store) == plan.generation:  # a merge killed after its commit
+            return _finish_merge(store, plan, before, copy)
         statuses = shard_status(store, plan)
         waiting = [s for s in statuses if s.state != "done"]
         if waiting:
@@ -197,25 +203,43 @@ def merge_shards(store: str | Path, *, copy: bool = False, attrs: dict | None = 
         drop = set(plan.drop)
         refresh = {e.path: e for e in plan.refresh}
         top_attrs = {**plan.attrs, **(attrs or {}), "complete": True,
-                     schema.LABEL_SOURCE: plan.label_source}
+                     schema.LABEL_SOURCE: plan.label_source, MERGED: plan.generation}
+        faults.point("merge:checked")
         old_skipped = _old_skipped(store, drop)
         new_skipped = [s for shard in shards for s in _skipped_of(shard)]
         skipped = sorted({s.path: s for s in old_skipped + new_skipped}.values())
         if copy:
-            rows = _copy_merge(store, shards, drop, refresh, plan, identity, skipped, top_attrs)
-            count = 0
+            _copy_merge(store, shards, drop, refresh, plan, identity, skipped, top_attrs)
         else:
             def keep(path: str, row: int) -> bool:
                 return path not in drop
 
-            count = stitch(store, keep_old=keep, new_shards=shards, identity=identity,
-                           classes=plan.classes, skipped=skipped, attrs=top_attrs,
-                           given_splits=plan.given_splits, refresh=refresh)
-            with open_h5(store) as handle:
-                rows = handle[schema.FEATURES].shape[0]
-        plan_path(store, plan.generation).unlink()
-        remove_unreferenced_shards(store)
-        return {"rows": rows, "shards": count, "generation": plan.generation, "copied": copy}
+            stitch(store, keep_old=keep, new_shards=shards, identity=identity,
+                   classes=plan.classes, skipped=skipped, attrs=top_attrs,
+                   given_splits=plan.given_splits, refresh=refresh)
+        faults.point("merge:committed")
+        return _finish_merge(store, plan, before | set(shards), copy)
+
+
+def merged_generation(store: Path) -> int | None:
+    """The generation of shards whose merge wrote `store` (None: not written by a merge)."""
+    if not store.exists():
+        return None
+    with open_h5(store) as handle:
+        value = handle.attrs.get(MERGED)
+    return int(value) if value is not None else None
+
+
+def _finish_merge(store: Path, plan: ShardPlan, candidates: set[Path], copy: bool) -> dict:
+    """Remove the merged plan, then the shard files of this store it no longer reads."""
+    plan_path(store, plan.generation).unlink(missing_ok=True)
+    faults.point("merge:plan-removed")
+    remove_unreferenced_shards(store, candidates)
+    with open_h5(store) as handle:
+        rows = handle[schema.FEATURES].shape[0]
+        count = len(shard_files(handle[schema.FEATURES], store))
+    return {"rows": rows, "shards": count, "generation": plan.generation,
+            "copied": count == 0 and copy}
 
 
 def _skipped_of(file: Path) -> list[schema.Skipped]:

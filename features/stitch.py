@@ -77,6 +77,9 @@ def next_generation(store: str | Path) -> int:
             for file in shard_files(handle[schema.FEATURES], Path(store)):
                 if match := SHARD_PATTERN.search(file.name):
                     found.append(int(match.group(1)))
+            merged = handle.attrs.get(schema.MERGED_GENERATION)  # its shards may be gone
+            if merged is not None:
+                found.append(int(merged))
     return max(found) + 1
 
 
@@ -116,6 +119,7 @@ def consolidate(
     store = Path(store)
     files = store_files(store)
     records = read_records(files, identity, known=known)
+    before = referenced_shards(store)
     kept = {p: r for p, r in records.items() if present is None or present.get(p) == r.sha256}
     dropped = len(records) - len(kept)
     refresh = refresh or {}
@@ -131,7 +135,7 @@ def consolidate(
         write_rows_file(store, files, [(p, kept[p]) for p in stored], identity=identity,
                         classes=classes, skipped=skipped, attrs=attrs, compression=compression,
                         given_splits=given_splits, block_rows=block_rows)
-        shards = 0
+        shards, written = 0, set()
     else:
         new = sorted(((p, r) for p, r in kept.items() if r.source != 0 and r.row is not None),
                      key=itemgetter(0))
@@ -145,11 +149,12 @@ def consolidate(
         shards = stitch(store, new_shards=[new_shard] if new else [],  # kept: refreshed
                         identity=identity, classes=classes, skipped=skipped, attrs=attrs,
                         given_splits=given_splits, base_shard=base, old_records=kept)
+        written = {new_shard} | ({base} if base else set())
     for part in part_files(store):
         part.unlink()
     with contextlib.suppress(OSError):
         parts_dir(store).rmdir()
-    remove_unreferenced_shards(store)
+    remove_unreferenced_shards(store, before | written)
     return Finished(n_rows, len(skipped), dropped, shards)
 
 
@@ -277,18 +282,28 @@ def stitch(store: Path, *, keep_old: Callable[[str, int], bool] | None = None,
            old_records: dict[str, Record] | None = None) -> int:
     """Write `store` as a virtual dataset: its old rows that `keep_old(path, row)` (without
     it, every row that has a record in `old_records`), then the rows of each file in
-    `new_shards` in order. Copies no row.
+    `new_shards` in order. Copies no row. A path is stored once: an old row whose path a
+    new shard holds is left out (the new row replaces it).
     Returns the shard count.
 
     refresh: newer label, split and stat for kept old rows (by path).
     base_shard: for a one-file store, the shard name its rows already have (see as_shard).
     old_records: the store's records already read (those with source 0 are its rows);
         without them its index is read here.
-    Raises StoreError when a new shard was made by another pipeline.
+    Raises StoreError when a new shard was made by another pipeline, or new shards hold
+    one path twice.
     """
     store = Path(store)
     segments: list[tuple[RowSources, np.ndarray]] = []
     entries: list[Entry] = []
+    new_indexes = []
+    for shard in new_shards:
+        with open_h5(shard) as handle:
+            new_indexes.append(read_index(handle))
+    newer = {p for index in new_indexes for p in index.paths}  # their rows replace old ones
+    if sum(len(index.paths) for index in new_indexes) != len(newer):
+        raise StoreError(f"The shard files {', '.join(f.name for f in new_shards)} of "
+                         f"'{store}' hold some image twice; run their extraction again.")
     if store.exists():
         with open_h5(store) as handle:
             virtual = handle[schema.FEATURES].is_virtual
@@ -298,7 +313,8 @@ def stitch(store: Path, *, keep_old: Callable[[str, int], bool] | None = None,
         if not virtual:  # the one file becomes the first shard
             sources.files = [base_shard or as_shard(store, next_generation(store))]
         old = [(r.row, p) for p, r in old_records.items() if r.source == 0
-               and r.row is not None and (keep_old is None or keep_old(p, r.row))]
+               and r.row is not None and p not in newer
+               and (keep_old is None or keep_old(p, r.row))]
         rows = np.fromiter((row for row, _ in old), dtype=np.int64, count=len(old))
         if (np.diff(rows) < 0).any():  # records usually come in row order already
             order = np.argsort(rows, kind="stable")
@@ -310,10 +326,9 @@ def stitch(store: Path, *, keep_old: Callable[[str, int], bool] | None = None,
             if path in refresh:
                 record = refreshed(record, refresh[path])
             entries.append(record.entry(path))
-    for shard in new_shards:
+    for shard, index in zip(new_shards, new_indexes, strict=True):
         records = read_records([shard], identity)
-        with open_h5(shard) as handle:
-            paths = read_index(handle).paths
+        paths = index.paths
         sources = RowSources([shard.resolve()], np.zeros(len(paths), np.int32),
                              np.arange(len(paths)))
         segments.append((sources, np.arange(len(paths))))
@@ -366,23 +381,39 @@ def write_virtual(store: Path, segments: Sequence[tuple[RowSources, np.ndarray]]
         out.attrs.update(attrs)
 
 
-def remove_unreferenced_shards(store: Path) -> list[Path]:
-    """Delete shard files the store no longer reads and no unmerged plan will (with --lock)."""
-    directory = shards_dir(store)
-    if not directory.is_dir():
-        return []
-    referenced: set[str] = set()
-    if Path(store).exists():
-        with open_h5(store) as handle:
-            referenced = {f.resolve().name for f in shard_files(handle[schema.FEATURES], store)}
-    active = {m.group(1) for p in directory.iterdir() if (m := PLAN_PATTERN.search(p.name))}
+def referenced_shards(store: Path) -> set[Path]:
+    """The shard files (resolved) whose rows `store` reads now; empty for a one-file store."""
+    store = Path(store)
+    if not store.exists():
+        return set()
+    with open_h5(store) as handle:
+        return {f.resolve() for f in shard_files(handle[schema.FEATURES], store)}
+
+
+def remove_unreferenced_shards(store: Path, candidates: set[Path]) -> list[Path]:
+    """Delete the shard files among `candidates` that `store` no longer reads.
+
+    candidates: shard files this store read before the run or that the run wrote for it;
+    nothing else is ever deleted, so a renamed or copied store that reads other shard
+    files of the same folder keeps them. Files of an unmerged plan's generation, and
+    names that are not headstart's shard names, are kept.
+    """
+    store = Path(store)
+    referenced = referenced_shards(store)
     removed = []
-    for path in directory.iterdir():
-        match = SHARD_PATTERN.search(path.name)
-        if (match and path.name == match.group(0) and path.name not in referenced
-                and match.group(1) not in active):
-            path.unlink()
-            removed.append(path)
-    with contextlib.suppress(OSError):
-        directory.rmdir()
+    for path in sorted(candidates):
+        path = path.resolve() if path.exists() else path
+        match = SHARD_PATTERN.fullmatch(path.name)
+        if (not match or path in referenced or not path.parent.name.endswith(".shards")
+                or not path.is_file()):
+            continue
+        active = {m.group(1) for p in path.parent.iterdir()
+                  if (m := PLAN_PATTERN.fullmatch(p.name))}
+        if match.group(1) in active:
+            continue
+        path.unlink()
+        removed.append(path)
+    for folder in {p.parent for p in removed}:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
     return removed

@@ -19,12 +19,15 @@ import io
 import os
 import resource
 import shutil
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from headstart import faults
+from headstart.errors import StoreError
 from headstart.features import schema
 
 
@@ -57,6 +60,7 @@ def atomic_store(path: str | Path, *, in_memory: bool = False,
                 raise OSError(code, f"writing {path} failed: {error}") from None
             with open(tmp, "rb+") as raw:
                 os.fsync(raw.fileno())
+        faults.point("store:written")
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
@@ -150,6 +154,10 @@ def write_index(
     sizes, mtimes: each file's size (bytes) and modification time (ns) when it was read.
     skipped: (path, reason, sha256[, size, mtime_ns]) of each unreadable file.
     """
+    if len(set(paths)) != len(paths):  # a store holds each path once (stitch ensures it)
+        twice = next(p for p, n in Counter(paths).items() if n > 1)
+        raise StoreError(f"'{handle.filename}' would hold '{twice}' twice; nothing was "
+                         "written (please report this).")
     labels = folder_labels(paths) if labels is None else labels
     handle.create_dataset(schema.LABELS, data=label_indices(labels, classes), maxshape=(None,))
     handle.create_dataset(schema.PATHS, data=list(paths), dtype=schema.STRING, maxshape=(None,))
