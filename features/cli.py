@@ -21,6 +21,7 @@ from headstart.features.reader import (
     open_store,
     part_files,
     read_index,
+    writers_of,
 )
 from headstart.features.shards import current_plan, merge_shards, shard_status
 
@@ -78,9 +79,17 @@ def describe(path: str | Path, *, list_skipped: bool = False) -> str:
         f"tensorflow {attrs.get('version_tensorflow', '?')}",
         f"source: {attrs.get('source_dir', '?')}",
     ]
-    if pending:
-        lines.append(f"complete: no — {len(pending)} part files pending; "
-                     f"run `{attrs.get('command') or 'extract-features'}` again to finish")
+    writers = writers_of(path) if pending else []
+    if pending and writers:
+        state = ("yes, as it was before a running extract-features began adding images"
+                 if path.exists() and attrs.get("complete") else
+                 "no — a running extract-features is writing it")
+        lines.append(f"complete: {state} ({', '.join(writers)}; {len(pending)} part files "
+                     "so far); wait for it to finish")
+    elif pending:
+        lines.append(f"complete: no — its extraction was interrupted with {len(pending)} part "
+                     f"files pending; run `{attrs.get('command') or 'extract-features'}` again "
+                     "to finish")
     elif plan is not None:
         done = sum(s.state == "done" for s in shard_status(path, plan))
         lines.append(f"complete: no — sharded run under way: {done} of {plan.count} shards done "

@@ -125,11 +125,14 @@ def read_records(files: Sequence[Path], identity: schema.Identity | None = None,
         with open_h5(file, writing_after=writing_after) as handle:
             index = read_index(handle)
         if identity is not None and index.identity != identity:
-            raise StoreError(_mismatch_message(file, index.identity, identity))
-        if label_source is not None and index.label_source != label_source:
+            raise StoreError(_mismatch_message(file, index.identity, identity, index.attrs))
+        if label_source is not None and (schema.label_source_kind(index.label_source)
+                                         != schema.label_source_kind(label_source)):
             raise StoreError(
                 f"'{file}' takes its labels from {index.label_source}, but this run takes them "
-                f"from {label_source}; write to another -o file or delete it to start over."
+                f"from {label_source}; to add to it, run with "
+                f"{schema.label_source_option(index.label_source)}, as it was made, or write "
+                "to another -o file."
             )
         records.update(index_records(index, source))
     return records
@@ -152,14 +155,41 @@ def index_records(index: Index, source: int) -> dict[str, Record]:
     return records
 
 
-def _mismatch_message(file: Path, found: schema.Identity, wanted: schema.Identity) -> str:
-    follow = (f" (or leave out --precision: its default, auto, follows the store's "
-              f"{found.precision})" if found.differences(wanted) == [
-                  f"precision: {found.precision!r} vs {wanted.precision!r}"] else "")
-    return (
-        f"'{file}' holds features made differently ({'; '.join(found.differences(wanted))}); "
-        f"write to another -o file or delete it to start over{follow}."
-    )
+def _mismatch_message(file: Path, found: schema.Identity, wanted: schema.Identity,
+                      attrs: dict | None = None) -> str:
+    """The store's settings against this run's, and the options that continue the store."""
+    differs = [key for key in schema.IDENTITY_KEYS if getattr(found, key) != getattr(wanted, key)]
+    pairs = "; ".join(f"{key}: the store's {getattr(found, key)!r}, this run's "
+                      f"{getattr(wanted, key)!r}" for key in differs)
+    options = [option for key in differs if (option := _option_for(key, found, attrs or {}))]
+    if options:
+        advice = f"to add to it, run with {' '.join(dict.fromkeys(options))}"
+        if differs == ["precision"]:
+            advice += (" (or leave out --precision: its default, auto, follows the store's "
+                       f"{found.precision})")
+    else:
+        advice = "to add to it, run with the settings it was made with (features-info lists them)"
+    return (f"'{file}' holds features made differently ({pairs}); {advice}, or write to "
+            "another -o file.")
+
+
+def _option_for(key: str, found: schema.Identity, attrs: dict) -> str | None:
+    """The extract-features option that reproduces the store's `key`, where there is one."""
+    if key == "weights":
+        if found.weights.startswith("none (seed "):
+            return f"--weights none --seed {found.weights[len('none (seed '):-1]}"
+        if found.weights == "imagenet":
+            return "--weights imagenet"
+        path = attrs.get("weights_path") or ""
+        return (f"--weights {path}" if path else
+                f"--weights <the weights file with {found.weights}>")
+    if key in ("model", "input_size", "preprocessing", "resize"):
+        return f"--backbone {found.model}"
+    if key in ("layer", "pooling"):
+        return f"--layer {found.layer}"
+    if key in ("dtype", "precision"):
+        return f"--{key} {getattr(found, key)}"
+    return None
 
 
 def remove_stale_temporaries(store: str | Path) -> None:

@@ -14,6 +14,7 @@ fill value is NaN, so no code path can train on rows that are not there.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,15 @@ import h5py
 import numpy as np
 
 from headstart.bulk import paused_gc
-from headstart.errors import StoreBusyError, StoreError
+from headstart.errors import StoreBusyError, StoreError, StoreGrowing
 from headstart.features import schema
-from headstart.features.busy import is_lock_conflict, is_lock_unsupported, locked_message
+from headstart.features.busy import (
+    is_lock_conflict,
+    is_lock_unsupported,
+    lock_holders,
+    locked_message,
+)
+from headstart.features.lock import lock_path
 
 
 def parts_dir(store: str | Path) -> Path:
@@ -230,6 +237,13 @@ class FeatureStore:
     def __init__(self, path: str | Path, *, require_complete: bool = True):
         self.path = Path(path)
         pending = part_files(self.path)
+        # A writer alive now (from the kernel's lock table: the lock itself is never
+        # taken here, so a writer starting at this instant is not turned away).
+        self.writers = writers_of(self.path) if pending or not self.path.exists() else []
+        if not self.path.exists() and self.writers:
+            raise StoreBusyError(
+                f"'{self.path}' is being written by a running extract-features "
+                f"({', '.join(self.writers)}); wait for it to finish, then run this again.")
         if not self.path.exists() and pending:
             raise StoreError(_unfinished_message(self.path, pending))
         self._handle = open_h5(self.path)
@@ -239,9 +253,17 @@ class FeatureStore:
             # Looked up once: h5py opens the dataset anew on every lookup.
             self._features = features_dataset(self._handle)
             self.shards = check_shards(self._features, self.path)
-            self.complete = bool(self.index.attrs.get("complete", False)) and not pending
+            committed = bool(self.index.attrs.get("complete", False))
+            # an append under way: the store as it was before it began is complete
+            self.growing = committed and bool(pending) and bool(self.writers)
+            self.complete = committed and (not pending or self.growing)
             if require_complete and not self.complete:
                 raise StoreError(_unfinished_message(self.path, pending, self.index.attrs))
+            if self.growing and require_complete:
+                warnings.warn(StoreGrowing(
+                    f"'{self.path}': newer images are being added by a running "
+                    f"extract-features ({', '.join(self.writers)}); this reads the "
+                    f"{len(self.index.paths):,} rows stored before it began."), stacklevel=3)
         except BaseException:
             self._handle.close()
             raise
@@ -295,6 +317,13 @@ class FeatureStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def writers_of(store: str | Path) -> list[str]:
+    """'pid 123 (extract-features ...)' for each process writing `store` now (its lock's
+    holders in the kernel's lock table; empty where the OS cannot tell)."""
+    path = lock_path(store)
+    return lock_holders(path) if path.exists() else []
 
 
 def _check_unique(paths: list[str], store: Path) -> None:

@@ -51,6 +51,24 @@ SKIPPED_MTIMES = "skipped/mtime_ns"
 LABEL_SOURCE = "label_source"
 MERGED_GENERATION = "merged_generation"  # the shard generation whose merge wrote the store
 DEFAULT_LABEL_SOURCE = "folders"  # stores written before label sources existed
+
+
+def label_source_kind(source: str) -> str:
+    """What must match for a run to extend a store: "csv" for any labels CSV (a labels file
+    is data that changes: new rows append, changed labels refresh the kept rows), the
+    whole source otherwise ("folders", "split folders", "file names: REGEX", "none")."""
+    return "csv" if source.startswith("csv ") else source
+
+
+def label_source_option(source: str) -> str:
+    """The extract-features options that give `source`, for a message."""
+    if source.startswith("csv "):
+        return "--labels " + source[4:].split(" (", 1)[0]
+    if source.startswith("file names: "):
+        return f"--labels-from-name '{source[len('file names: '):]}'"
+    if source == "none":
+        return "--unlabelled"
+    return "no label option (class folders)"
 UNLABELLED = -1  # the label of every row in an unlabelled store
 
 STRING = h5py.string_dtype("utf-8")

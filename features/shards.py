@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from headstart import faults
-from headstart.errors import StoreError
+from headstart.errors import StoreBusyError, StoreError
 from headstart.features import schema
 from headstart.features.journal import Entry, read_records
 from headstart.features.lock import exclusive_lock
-from headstart.features.reader import open_h5, part_files, shard_files
+from headstart.features.reader import open_h5, part_files, shard_files, writers_of
 from headstart.features.stitch import (
     PLAN_PATTERN,
     referenced_shards,
@@ -148,7 +148,7 @@ def publish_plan(store: str | Path, plan: ShardPlan) -> ShardPlan:
 class ShardStatus:
     index: int
     path: Path
-    state: str  # "done", "running or interrupted", "missing"
+    state: str  # "done", "running" (a worker holds its lock now), "interrupted", "missing"
     rows: int = 0
 
 
@@ -164,7 +164,10 @@ def shard_status(store: str | Path, plan: ShardPlan) -> list[ShardStatus]:
             if complete and not part_files(path):
                 statuses.append(ShardStatus(index, path, "done", rows))
                 continue
-        state = "running or interrupted" if path.exists() or part_files(path) else "missing"
+        if path.exists() or part_files(path):
+            state = "running" if writers_of(path) else "interrupted"
+        else:
+            state = "missing"
         statuses.append(ShardStatus(index, path, state))
     return statuses
 
@@ -188,6 +191,11 @@ def merge_shards(store: str | Path, *, copy: bool = False, attrs: dict | None = 
             return _finish_merge(store, plan, before, copy)
         statuses = shard_status(store, plan)
         waiting = [s for s in statuses if s.state != "done"]
+        if waiting and all(s.state == "running" for s in waiting):
+            raise StoreBusyError(
+                f"{len(waiting)} of {plan.count} shards of '{store}' are still being written "
+                f"by running workers (shard {','.join(str(s.index) for s in waiting)}); merge "
+                "once they finish.")
         if waiting:
             indices = ",".join(str(s.index) for s in waiting)
             raise StoreError(

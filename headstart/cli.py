@@ -13,7 +13,13 @@ import sys
 import warnings
 from collections.abc import Callable
 
-from headstart.errors import EXIT_INTERRUPTED, EXIT_SYSTEM, HeadstartError, Interrupted
+from headstart.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_SYSTEM,
+    HeadstartError,
+    HeadstartWarning,
+    Interrupted,
+)
 
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
@@ -37,6 +43,22 @@ def run_command(parser: argparse.ArgumentParser, main: Callable[[argparse.Namesp
         return int(exit_.code or 0)
     # Pillow warns about odd-but-readable files; they are decoded, and bad ones are reported.
     warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", HeadstartWarning)  # headstart's notices: one line each
+        warnings.showwarning = _notice_printer(parser.prog, warnings.showwarning)
+        return _run(parser, main, args)
+
+
+def _notice_printer(prog: str, fallback):
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, HeadstartWarning):
+            print(f"{prog}: {message}", file=sys.stderr)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+    return show
+
+
+def _run(parser: argparse.ArgumentParser, main, args: argparse.Namespace) -> int:
     try:
         return int(main(args) or 0)
     except Interrupted as stop:

@@ -86,6 +86,14 @@ class Interrupted(HeadstartError):
     exit_status = EXIT_INTERRUPTED
 
 
+class HeadstartWarning(UserWarning):
+    """Something the user should know that does not stop the command (one line on stderr)."""
+
+
+class StoreGrowing(HeadstartWarning):
+    """The store is being appended to by a running extraction; its earlier rows are read."""
+
+
 def missing_extra(package: str, extra: str, purpose: str) -> MissingExtraError:
     """The error for an absent optional dependency, naming the exact install command."""
     return MissingExtraError(

@@ -95,8 +95,10 @@ def test_stores_of_different_backbones_are_never_mixed(tmp_path):
     extract_features(folder, out, weights="none", model=FakeBackbone(), progress=False,
                      log=lambda line: None)
     other = FakeBackbone(identity=pipeline_identity("none (seed 0)", backbone="ResNet50"))
-    with pytest.raises(StoreError, match="model: 'VGG16' vs 'ResNet50'.*layer: 'fc2' vs "
-                                         "'conv5_block3_out'"):
+    with pytest.raises(StoreError, match="model: the store's 'VGG16', this run's 'ResNet50'.*"
+                                         "layer: the store's 'fc2', this run's "
+                                         "'conv5_block3_out'.*run with --backbone VGG16 "
+                                         "--layer fc2, or write to another -o file"):
         extract_features(folder, out, weights="none", backbone="ResNet50", model=other,
                          progress=False, log=lambda line: None)
 

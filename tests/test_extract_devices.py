@@ -63,6 +63,6 @@ def test_mixed_bfloat16_rows_are_close_to_float32_and_recorded_as_such(tmp_path,
                      progress=False, log=lambda line: None)
     with open_store(out) as store:
         assert store.identity.precision == "mixed_bfloat16"
-    with pytest.raises(StoreError, match="precision: 'mixed_bfloat16' vs 'float32'"):
+    with pytest.raises(StoreError, match="precision: the store's 'mixed_bfloat16', this run's"):
         extract_features(folder, out, weights="none", precision="float32", model=full,
                          progress=False, log=lambda line: None)

@@ -126,8 +126,9 @@ def test_the_first_run_decides_prints_and_records_and_later_runs_follow(hardware
     with open_store(out) as store:
         assert store.n_rows == 10
 
-    with pytest.raises(StoreError, match="precision: 'mixed_bfloat16' vs 'float32'.*leave "
-                                         "out --precision"):
+    with pytest.raises(StoreError, match="precision: the store's 'mixed_bfloat16', this "
+                                         "run's.*--precision mixed_bfloat16.*leave out "
+                                         "--precision"):
         run(folder, out, precision="float32")
 
 

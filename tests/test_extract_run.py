@@ -127,9 +127,11 @@ def test_a_new_class_folder_relabels_consistently(tmp_path, cached_backbones):
 def test_a_store_made_with_other_weights_is_never_mixed_into(tmp_path, cached_backbones):
     folder = small_pets(tmp_path / "pets", 1)
     run(folder, tmp_path / "f.h5", seed=0)
-    with pytest.raises(StoreError, match=r"weights: 'none \(seed 0\)' vs 'none \(seed 1\)'"):
+    with pytest.raises(StoreError, match=r"weights: the store's 'none \(seed 0\)', this run's "
+                                         r"'none \(seed 1\)'.*run with --weights none --seed 0"):
         run(folder, tmp_path / "f.h5", seed=1)
-    with pytest.raises(StoreError, match="dtype: 'float32' vs 'float16'"):
+    with pytest.raises(StoreError, match="dtype: the store's 'float32', this run's "
+                                         "'float16'.*--dtype float32"):
         run(folder, tmp_path / "f.h5", dtype="float16")
 
 

@@ -99,7 +99,7 @@ def test_a_killed_task_is_named_by_merge_and_its_rerun_resumes(folder, tmp_path,
     finish_all([processes[0], processes[2]])
     assert merge_main([str(out)]) == 2
     err = capsys.readouterr().err
-    assert "1 of 3 shards of" in err and "shard 1: running or interrupted" in err
+    assert "1 of 3 shards of" in err and "shard 1: interrupted" in err
     assert "sbatch --array=1" in err
     # `sbatch --array=1`: Slurm now says the array has 1 task; the plan keeps N = 3.
     finish_all(start_array(folder, out, 3, tasks=[1], env_count=1, low=1, high=1))

@@ -212,7 +212,8 @@ def test_records_already_read_are_reused_and_only_later_files_are_read(tmp_path,
 def test_records_of_another_identity_are_refused(tmp_path):
     store = make_store(tmp_path / "s.h5")
     other = IDENTITY.__class__(**{**IDENTITY.as_attrs(), "weights": "imagenet"})
-    with pytest.raises(StoreError, match="weights: 'none \\(seed 0\\)' vs 'imagenet'.*another -o"):
+    with pytest.raises(StoreError, match="weights: the store's 'none \\(seed 0\\)', this "
+                                         "run's 'imagenet'.*--weights none --seed 0.*another -o"):
         read_records(store_files(store), other)
 
 
