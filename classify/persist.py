@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import stat
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict
@@ -38,6 +41,7 @@ FORMAT = "headstart-head"
 FORMAT_VERSION = 1
 HEAD_JSON = "head.json"
 WEIGHTS = "weights.npz"
+HEAD_JSON_MAX_BYTES = 16 << 20  # a head.json is a few KB; more is not a head
 HEAD_FOLDER = FolderKind(
     "head", HEAD_JSON, formats=(FORMAT,),
     names=r"head\.json|weights\.npz|metrics\.json|split\.csv|test_predictions\.csv|"
@@ -96,10 +100,13 @@ def check_member(directory: Path, name: str, meta: dict | None = None) -> Path:
     head.json recorded "files" pass unchecked.
     """
     path = directory / name
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise HeadError(f"'{path}' is a link or not a regular file; a head's files are read "
+                        "only from its own folder, so it is refused (fit the head again).")
     if meta is None:
         try:
-            meta = json.loads((directory / HEAD_JSON).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
+            meta = json.loads(read_regular(directory / HEAD_JSON, HEAD_JSON_MAX_BYTES))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             meta = {}
     files = meta.get("files") if isinstance(meta, dict) else None
     if isinstance(files, dict) and name in files and path.is_file() \
@@ -116,20 +123,24 @@ def load_head(path: str | Path) -> Head:
     if not path.exists() and path.name != HEAD_JSON:
         recover(path, HEAD_FOLDER)  # a fit killed in the middle of its swap
     json_path = path / HEAD_JSON if path.is_dir() else path
-    if not json_path.is_file():
+    if not (json_path.exists() or json_path.is_symlink()) or json_path.is_dir():
         raise HeadError(
             f"No head at '{path}' (expected a directory with {HEAD_JSON}); fit one with "
             "`fit-head --model logreg`, which writes heads/logreg/."
         )
     try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        meta = json.loads(read_regular(json_path, HEAD_JSON_MAX_BYTES).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as error:
         raise HeadError(
-            f"'{json_path}' is not a head file ({error}); fit the head again."
+            f"'{json_path}' is not a head file ({str(error)[:200]}); fit the head again."
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise HeadError(f"'{json_path}' is not a headstart head file; fit the head again.")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise HeadError(f"'{json_path}' has no valid format_version ({str(version)[:40]!r}); "
+                        "fit the head again.")
+    if version > FORMAT_VERSION:
         raise HeadError(
             f"'{json_path}' was written by a newer headstart (head format "
             f"{meta['format_version']}); upgrade with `pip install -U headstart`."
@@ -142,9 +153,69 @@ def load_head(path: str | Path) -> Head:
         ) from None
 
 
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of `path`, a regular file (not a link, FIFO or device) of at most max_bytes.
+
+    Raises ValueError otherwise (the callers turn it into one sentence).
+    """
+    if path.is_symlink():
+        raise ValueError(f"'{path.name}' is a symbolic link; a head's files are read only "
+                         "from its own folder")
+    with open(path, "rb", opener=_no_follow) as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"'{path.name}' is not a regular file")
+        if info.st_size > max_bytes:
+            raise ValueError(f"'{path.name}' is {info.st_size:,} bytes, more than the "
+                             f"{max_bytes:,} a head file may hold")
+        return handle.read(max_bytes + 1)[:max_bytes]
+
+
+def _no_follow(path: str, flags: int) -> int:
+    """os.open that never blocks on a FIFO and never follows a final symbolic link."""
+    return os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+
+
+def read_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """The float arrays `names` of an .npz file, and nothing else of it, within bounds.
+
+    Each member's npy header is read first: only float dtypes are accepted, and the data
+    it declares must be in the archive (a header declaring 10^12 elements is refused, not
+    allocated). Members not named are never read. Raises ValueError, KeyError.
+    """
+    if path.is_symlink() or not path.is_file():
+        raise ValueError(f"'{path.name}' is not a regular file in the head's folder")
+    arrays = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in dict.fromkeys(names):
+            if not isinstance(name, str):
+                raise ValueError(f"array name {name!r} is not a string")
+            info = archive.getinfo(name + ".npy")
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = header(member)
+                if dtype.kind != "f" or dtype.hasobject:
+                    raise ValueError(f"'{name}' holds {dtype}, not floats")
+                count = math.prod(shape)
+                if count * dtype.itemsize > info.file_size:
+                    raise ValueError(f"'{name}' declares shape {shape}, more data than the "
+                                     "file holds")
+                data = member.read(count * dtype.itemsize)
+                if len(data) != count * dtype.itemsize:
+                    raise ValueError(f"'{name}' is truncated")
+            arrays[name] = np.frombuffer(data, dtype=dtype).reshape(
+                shape, order="F" if fortran else "C").copy()
+    return arrays
+
+
 def _head_from(meta: dict, directory: Path) -> Head:
-    with np.load(check_member(directory, WEIGHTS, meta), allow_pickle=False) as stored:
-        arrays = {name: stored[name] for name in stored.files}
+    specs = meta["layers"]
+    if not isinstance(specs, list) or not all(isinstance(spec, dict) for spec in specs):
+        raise ValueError("'layers' must be a list of objects")
+    names = ["mean", "scale"] + [spec[key] for spec in specs for key in ("kernel", "bias")]
+    arrays = read_arrays(check_member(directory, WEIGHTS, meta), names)
     mean, scale = arrays["mean"], arrays["scale"]
     layers = [Layer(arrays[spec["kernel"]], arrays[spec["bias"]], spec["activation"])
               for spec in meta["layers"]]

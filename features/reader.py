@@ -31,6 +31,7 @@ from headstart.features.busy import (
     lock_holders,
     locked_message,
 )
+from headstart.features.contents import check_contents, check_hashes
 from headstart.features.lock import lock_path
 
 
@@ -96,6 +97,16 @@ def open_h5(path: str | Path, *, writing_after: bool = False) -> h5py.File:
                          f"run `extract-features DIR -o {path}` first.")
     if path.is_dir():
         raise StoreError(f"'{path}' is a directory, not a feature store file.")
+    handle = _open_file(path, writing_after)
+    try:
+        check_contents(handle, path)  # nothing read from outside the store, at any depth
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _open_file(path: Path, writing_after: bool) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as error:
@@ -177,6 +188,8 @@ def read_index(handle: h5py.File) -> Index:
             column = _optional(handle, key, n_skipped, name)
             skipped_cols.append(column[...].tolist() if column is not None else [-1] * n_skipped)
         skipped = [schema.Skipped(*row) for row in zip(*skipped_cols, strict=True)]
+        for column in (schema.HASHES, schema.SKIPPED_HASHES):
+            check_hashes(handle[column][...], Path(name), column)
         paths, hashes = _strings(columns[schema.PATHS]), _hashes(columns[schema.HASHES])
         splits = _optional(handle, schema.GIVEN_SPLIT, n_rows, name)
         splits = _strings(splits) if splits is not None else None
@@ -220,6 +233,11 @@ def check_shards(dataset: h5py.Dataset, store: Path) -> list[Path]:
     """Raise StoreError naming the first shard file that is missing or unreadable."""
     files = shard_files(dataset, store)
     for file in files:
+        if file.is_symlink() or file.parent.is_symlink():
+            raise StoreError(
+                f"'{store}' reads its rows from '{file}', which is a symbolic link (or in a "
+                "linked folder); a store reads nothing from outside its own shard files, so it "
+                "is refused.")
         if not file.is_file():
             raise StoreError(
                 f"'{store}' reads its rows from '{file}', which is missing; restore that file "
@@ -228,6 +246,7 @@ def check_shards(dataset: h5py.Dataset, store: Path) -> list[Path]:
         if not os.access(file, os.R_OK):
             raise StoreError(f"'{store}' reads its rows from '{file}', which cannot be read "
                              "(permission denied); fix its permissions.")
+        open_h5(file).close()  # its own contents follow the rule too (no virtual, no links)
     return files
 
 

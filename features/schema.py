@@ -73,6 +73,8 @@ UNLABELLED = -1  # the label of every row in an unlabelled store
 
 STRING = h5py.string_dtype("utf-8")
 HASH_DTYPE = "S64"
+# How headstart names a shard file inside a `<store>.shards/` folder (generation, index, count)
+SHARD_NAME = r"g(\d{6})-s(\d{5})-of-(\d{5})\.h5"
 STORAGE_DTYPES = ("float32", "float16")
 COMPRESSIONS = ("none", "gzip", "lzf")
 

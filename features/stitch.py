@@ -48,7 +48,7 @@ from headstart.features.reader import open_h5, part_files, parts_dir, read_index
 from headstart.features.store_file import atomic_store, create_layout, write_index
 
 SINGLE_FILE_LIMIT = 64 << 20  # bytes of rows up to which an append rewrites one file
-SHARD_PATTERN = re.compile(r"g(\d{6})-s(\d{5})-of-(\d{5})\.h5$")
+SHARD_PATTERN = re.compile(schema.SHARD_NAME + "$")
 PLAN_PATTERN = re.compile(r"plan-g(\d{6})\.json$")
 
 
