@@ -1,10 +1,14 @@
 """report.html: one self-contained page (thumbnails and the histogram are data URIs).
 
 No script, no stylesheet or font from elsewhere, no server: the file opens in any
-browser, offline, and can be mailed. Every name from the store (paths, class names) is
-HTML-escaped. Sections, in order: header (store identity, split, thresholds with how
-they were derived, a histogram of nearest-neighbour cosine with the threshold drawn on
-it, counts, a 2-D map of the rows as inline SVG), same bytes with different labels,
+browser, offline, and can be mailed. The page is rendered from `templates/report.html`
+by Jinja2 with autoescaping on: this module builds plain values (text, numbers, data
+URIs) and nothing is marked safe, so every value taken from a store (paths, class
+names, hashes, settings) is escaped wherever it lands (Jinja2 is the field's standard
+engine; the one template keeps the page's markup in one place). Sections, in order:
+header (store identity, split, thresholds with how they were derived, a histogram of
+nearest-neighbour cosine with the threshold drawn on it, counts, a 2-D map of the rows
+as inline SVG), same bytes with different labels,
 near duplicates and leakage (across splits first), likely label errors, outliers, what
 the audit cannot see. Each section shows at most `max_shown` groups or images;
 issues.csv has all of them.
@@ -14,7 +18,8 @@ from __future__ import annotations
 
 import io
 import os
-from html import escape
+from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -24,27 +29,6 @@ from headstart.audit.run import Audit
 from headstart.audit.thresholds import nearest_other_bytes
 from headstart.audit.thumbnails import data_uri, thumbnail
 from headstart.classify.split import SPLITS
-
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
-h1{font-size:22px}
-h2{font-size:19px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
-h3{font-size:16px} table{border-collapse:collapse;margin:6px 0} td,th{border:1px solid #ddd;
-padding:3px 8px;text-align:left;vertical-align:top;font-size:13px} th{background:#f4f4f4}
-.cards{display:flex;flex-wrap:wrap;gap:8px;margin:6px 0 14px}
-.groups{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
-.group{border:1px solid #bbb;border-radius:6px;padding:6px;background:#fafafa}
-.group .cards{margin:0}
-figure{margin:0;width:168px;font-size:12px;background:#fff;border:1px solid #ddd;padding:3px}
-figure img{width:160px;height:160px;object-fit:contain;background:#eee;display:block}
-figcaption{overflow-wrap:anywhere;line-height:1.3} .test{color:#a00;font-weight:bold}
-.more{color:#555;font-style:italic} .note{color:#444;font-size:14px;max-width:900px}
-.num{text-align:right}
-.map{border:1px solid #ccc;background:#fff} .map .tip{display:none;pointer-events:none}
-.map g.f:hover .tip{display:inline} .map g.f:hover path{stroke-width:4}
-.legend{display:flex;flex-wrap:wrap;gap:14px;font-size:13px;margin:4px 0 10px}
-.legend svg{vertical-align:middle}
-"""
 
 
 def plural(n: int, noun: str) -> str:
@@ -57,15 +41,11 @@ def _pct(x: float | None) -> str:
 
 
 class _Page:
-    """Builds the page; caches each row's thumbnail (a row can appear in several sections)."""
+    """Builds the view; caches each row's thumbnail (a row can appear in several sections)."""
 
     def __init__(self, audit: Audit, max_shown: int, thumbnails: bool):
         self.audit, self.max_shown, self.thumbnails = audit, max_shown, thumbnails
         self.cache: dict[int, str] = {}
-        self.parts: list[str] = []
-
-    def add(self, html: str) -> None:
-        self.parts.append(html)
 
     def thumb(self, row: int) -> str:
         if row not in self.cache:
@@ -74,18 +54,20 @@ class _Page:
                                if self.thumbnails else "")
         return self.cache[row]
 
-    def card(self, row: int, *lines: str) -> str:
+    def card(self, row: int, *lines: str | dict) -> dict:
+        """One image: thumbnail, path, split, label, then `lines` (text, or a dict with
+        text / bold / after parts)."""
         a = self.audit
-        split = SPLITS[a.assignment[row]]
-        split_html = f'<span class="{escape(split)}">{escape(split)}</span>'
-        text = "<br>".join([escape(a.paths[row]), f"{split_html} &middot; "
-                            f"{escape(a.classes[a.labels[row]])}", *lines])
-        return (f'<figure><img src="{self.thumb(row)}" alt="{escape(a.paths[row])}" '
-                f'width="160" height="160"><figcaption>{text}</figcaption></figure>')
+        return {"thumb": self.thumb(row), "path": a.paths[row],
+                "split": SPLITS[a.assignment[row]], "label": a.classes[a.labels[row]],
+                "lines": [{"text": "", "bold": "", "after": "",
+                           **(line if isinstance(line, dict) else {"text": line})}
+                          for line in lines]}
 
-    def more(self, shown: int, total: int, noun: str) -> None:
-        if total > shown:
-            self.add(f'<p class="more">... and {total - shown:,} more {noun} in issues.csv.</p>')
+    def more(self, total: int, noun: str) -> str:
+        """'12 more groups' when a section shows fewer than it has, else ''."""
+        shown = min(total, self.max_shown)
+        return f"{total - shown:,} more {noun}" if total > shown else ""
 
 
 def histogram(audit: Audit) -> str:
@@ -113,56 +95,43 @@ def histogram(audit: Audit) -> str:
     return data_uri(out.getvalue(), "image/png")
 
 
-def _header(page: _Page, found: list[Issue]) -> None:
+def _header(page: _Page, found: list[Issue]) -> dict:
     a = page.audit
     identity = a.store["identity"]
     split_counts = ", ".join(f"{name} {int((a.assignment == s).sum()):,}"
                              for s, name in enumerate(SPLITS))
-    classes = ", ".join(f"{escape(c)} {n:,}" for c, n in a.store["class_counts"].items())
+    classes = ", ".join(f"{c} {n:,}" for c, n in a.store["class_counts"].items())
     rows = [
-        ("store", escape(a.store["path"])),
+        ("store", a.store["path"]),
         ("images", f"{a.store['n_images']:,} ({classes}); {a.store['dim']:,} features each"),
-        ("features", escape(f"{identity['model']} {identity['layer']}, weights "
-                            f"{identity['weights']}, stored as {identity['dtype']}")),
-        ("image folder", escape(str(a.source_dir or "not recorded"))),
-        ("split", escape(f"as fit-head --seed {a.settings['seed']} --split "
-                         f"{a.settings['split']}: ") + split_counts),
-        ("neighbours", escape(f"k = {a.settings['k']}, {a.neighbours.method}")),
-        ("label check", escape(f"{a.settings['folds']} out-of-fold logreg heads, C = "
-                               f"{a.settings['C']:g}, folds grouped by sha256 and "
-                               "copy group (copy threshold)")),
+        ("features", f"{identity['model']} {identity['layer']}, weights "
+                     f"{identity['weights']}, stored as {identity['dtype']}"),
+        ("image folder", str(a.source_dir or "not recorded")),
+        ("split", f"as fit-head --seed {a.settings['seed']} --split {a.settings['split']}: "
+                  + split_counts),
+        ("neighbours", f"k = {a.settings['k']}, {a.neighbours.method}"),
+        ("label check", f"{a.settings['folds']} out-of-fold logreg heads, C = "
+                        f"{a.settings['C']:g}, folds grouped by sha256 and copy group "
+                        "(copy threshold)"),
     ]
-    page.add("<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-             + "</table>")
-    t = a.thresholds.record()
-    page.add("<h3>Thresholds (derived from this store)</h3><table><tr><th>threshold</th>"
-             "<th>cosine distance</th><th>cosine</th><th>how it was derived</th></tr>")
-    for name, item in t.items():
-        cosine = f"{1 - item['value']:.4f}"
-        source = f" (source: {escape(item['source'])})" if "source" in item else ""
-        page.add(f"<tr><td>{escape(name.replace('_', ' '))}</td><td class=num>"
-                 f"{item['value']:.4f}</td><td class=num>{cosine}</td>"
-                 f"<td>{escape(item['derived'])}{source}</td></tr>")
-    page.add(f"<tr><td>outlier fence</td><td colspan=2 class=num>score &gt; "
-             f"{a.outliers.fence:.3f}</td><td>Q3 + 1.5 &times; IQR of the outlier scores (Tukey's "
-             "fence)</td></tr></table>")
-    page.add(f'<img src="{histogram(a)}" alt="histogram of nearest-neighbour cosine">')
+    thresholds = [{"name": name.replace("_", " "), "value": f"{item['value']:.4f}",
+                   "cosine": f"{1 - item['value']:.4f}", "derived": item["derived"],
+                   "source": item.get("source")}
+                  for name, item in a.thresholds.record().items()]
     c = counts(a, found)
-    leaky = c["leak"][_LEAKY]
-    summary = [
+    found_rows = [
         ("same bytes, different labels", f"{plural(c['conflict']['groups'], 'group')}, "
                                          f"{plural(c['conflict']['images'], 'image')}"),
         ("copies across splits", f"{plural(c['leak']['groups'], 'group')}, "
-         f"{plural(c['leak']['images'], 'image')}; {plural(leaky, 'test image')} with a copy "
-         "in train or validation"),
+         f"{plural(c['leak']['images'], 'image')}; {plural(c['leak'][_LEAKY], 'test image')} "
+         "with a copy in train or validation"),
         ("copies within a split", f"{plural(c['duplicate']['groups'], 'group')}, "
          f"{plural(c['duplicate']['images'], 'image')} beyond the first of each group"),
         ("likely label errors", plural(c["label"]["images"], "image")),
         ("outliers", plural(c["outlier"]["images"], "image")),
     ]
-    page.add("<h3>Found</h3><table>" + "".join(
-        f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary) + "</table>")
-    _map(page, found)
+    return {"rows": rows, "thresholds": thresholds, "fence": f"{a.outliers.fence:.3f}",
+            "histogram": histogram(a), "found": found_rows}
 
 
 _LEAKY = "test_images_with_a_copy_in_train_or_validation"
@@ -185,19 +154,49 @@ def _marker(split: int, x: float, y: float, r: float) -> str:
     return f"M{x:.1f},{y - d:.1f}l{d:.2f},{d:.2f}l{-d:.2f},{d:.2f}l{-d:.2f},{-d:.2f}z"
 
 
-def map_svg(page: _Page, found: list[Issue]) -> str:
-    """Inline SVG of `audit.map`: one path per shown row (data-row, data-label, data-split,
-    data-finding attributes; a title for the tooltip), coloured by label, shaped by split,
-    flagged rows ringed in their first finding's colour and drawn last, each with its
-    thumbnail shown on hover (CSS only, no script)."""
+def _map(page: _Page, found: list[Issue]) -> dict | None:
+    """The map section: its note, legend and points (see the template), or None."""
     a = page.audit
     m = a.map
-    width, height = MAP_SIZE
+    if m is None:
+        return None
     kinds: dict[int, list[str]] = {}
     for issue in found:
         kinds.setdefault(issue.row, [])
         if issue.kind not in kinds[issue.row]:
             kinds[issue.row].append(issue.kind)
+    legend = [{"d": _marker(0, 7, 7, 5), "fill": CLASS_COLOURS[c % len(CLASS_COLOURS)],
+               "stroke": "none", "sw": 0, "text": name} for c, name in enumerate(a.classes)]
+    legend += [{"d": _marker(s, 7, 7, 4.5), "fill": "#999", "stroke": "none", "sw": 0,
+                "text": name} for s, name in enumerate(SPLITS)]
+    shown = set(m.rows.tolist())
+    c = counts(a, found)
+    for kind, colour in FINDING_COLOURS.items():
+        on_map = len({i.row for i in found if i.kind == kind} & shown)
+        legend.append({"d": _marker(0, 7, 7, 4.5), "fill": "#fff", "stroke": colour,
+                       "sw": 2.5, "text": f"{kind} ({on_map:,} of {c[kind]['images']:,} shown)"})
+    width, height = MAP_SIZE
+    return {
+        "how": ("PCA of the unit-length rows to 2 axes" if m.method == "pca"
+                else "t-SNE of a 50-component PCA of the unit-length rows"),
+        "explained": (f" (the axes explain {100 * m.explained[0]:.1f}% and "
+                      f"{100 * m.explained[1]:.1f}% of the variance)" if m.explained else ""),
+        "sampled": (f"all {len(m.rows):,} images" if len(m.rows) == len(a.labels) else
+                    f"{len(m.rows):,} of {len(a.labels):,} images (a random "
+                    f"{m.fitted_on:,}, which the projection was fitted on, and every flagged "
+                    "image)"),
+        "legend": legend, "width": width, "height": height,
+        "points": map_points(page, kinds),
+    }
+
+
+def map_points(page: _Page, kinds: dict[int, list[str]]) -> list[dict]:
+    """One point per shown row: path data, colour by label, shape by split, flagged rows
+    ringed in their first finding's colour and listed last, each with its thumbnail shown
+    on hover (CSS only, no script)."""
+    a = page.audit
+    m = a.map
+    width, height = MAP_SIZE
     xy = m.xy.astype(np.float64)
     low, high = (xy.min(axis=0), xy.max(axis=0)) if len(xy) else (np.zeros(2), np.ones(2))
     span = np.where(high > low, high - low, 1.0)
@@ -209,85 +208,37 @@ def map_svg(page: _Page, found: list[Issue]) -> str:
     for pos, row in enumerate(m.rows.tolist()):
         x, y = px[pos]
         label, split = int(a.labels[row]), int(a.assignment[row])
-        fill = CLASS_COLOURS[label % len(CLASS_COLOURS)]
         row_kinds = kinds.get(row, [])
-        title = escape(f"{a.paths[row]} - {a.classes[label]}, {SPLITS[split]}"
-                       + (f"; {', '.join(row_kinds)}" if row_kinds else ""))
-        attrs = (f'data-row="{row}" data-label="{escape(a.classes[label])}" '
-                 f'data-split="{SPLITS[split]}" data-finding="{" ".join(row_kinds)}"')
+        point = {"row": row, "label": a.classes[label], "split": SPLITS[split],
+                 "finding": " ".join(row_kinds), "fill": CLASS_COLOURS[label % len(CLASS_COLOURS)],
+                 "title": f"{a.paths[row]} - {a.classes[label]}, {SPLITS[split]}"
+                          + (f"; {', '.join(row_kinds)}" if row_kinds else ""),
+                 "ring": None, "tip": None}
         if not row_kinds:
-            plain.append(f'<path d="{_marker(split, x, y, 3)}" fill="{fill}" '
-                         f'fill-opacity="0.55" {attrs}><title>{title}</title></path>')
+            plain.append({**point, "d": _marker(split, x, y, 3)})
             continue
         first = row_kinds[0]
-        tip = ""
         thumbs_per_kind[first] = thumbs_per_kind.get(first, 0) + 1
         uri = page.thumb(row) if thumbs_per_kind[first] <= page.max_shown else ""
         if uri:
             size = 120
-            tx = min(max(x + 10, 0), width - size)
-            ty = min(max(y - size - 10, 0), height - size)
-            tip = (f'<image class="tip" href="{uri}" x="{tx:.0f}" y="{ty:.0f}" '
-                   f'width="{size}" height="{size}"/>')
-        ringed.append(f'<g class="f"><path d="{_marker(split, x, y, 5)}" fill="{fill}" '
-                      f'stroke="{FINDING_COLOURS[first]}" stroke-width="2.5" {attrs}>'
-                      f"<title>{title}</title></path>{tip}</g>")
-    return (f'<svg class="map" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-            f'height="{height}" viewBox="0 0 {width} {height}" role="img">'
-            + "".join(plain) + "".join(ringed) + "</svg>")
+            point["tip"] = {"href": uri, "size": size,
+                            "x": f"{min(max(x + 10, 0), width - size):.0f}",
+                            "y": f"{min(max(y - size - 10, 0), height - size):.0f}"}
+        ringed.append({**point, "d": _marker(split, x, y, 5), "ring": FINDING_COLOURS[first]})
+    return plain + ringed
 
 
-def _map(page: _Page, found: list[Issue]) -> None:
+def _conflicts(page: _Page) -> dict:
     a = page.audit
-    m = a.map
-    if m is None:
-        return
-    how = ("PCA of the unit-length rows to 2 axes" if m.method == "pca"
-           else "t-SNE of a 50-component PCA of the unit-length rows")
-    explained = (f" (the axes explain {100 * m.explained[0]:.1f}% and "
-                 f"{100 * m.explained[1]:.1f}% of the variance)" if m.explained else "")
-    sampled = (f"all {len(m.rows):,} images" if len(m.rows) == len(a.labels) else
-               f"{len(m.rows):,} of {len(a.labels):,} images (a random {m.fitted_on:,}, "
-               "which the projection was fitted on, and every flagged image)")
-    page.add(f"<h3>Map of the store</h3><p class=\"note\">{escape(how)}{explained}: "
-             f"{sampled}. Colour: label; shape: split; a coloured ring: a finding (hover for "
-             "the path and the image). Near points have similar features; a point amid the "
-             "other class is worth a look.</p>")
-    swatch = '<svg width="14" height="14"><path d="{d}" fill="{fill}" stroke="{stroke}" ' \
-             'stroke-width="{sw}"/></svg> {text}'
-    items = [swatch.format(d=_marker(0, 7, 7, 5), fill=CLASS_COLOURS[c % len(CLASS_COLOURS)],
-                           stroke="none", sw=0, text=escape(name))
-             for c, name in enumerate(a.classes)]
-    items += [swatch.format(d=_marker(s, 7, 7, 4.5), fill="#999", stroke="none", sw=0,
-                            text=name) for s, name in enumerate(SPLITS)]
-    shown = set(m.rows.tolist())
-    c = counts(a, found)
-    for kind, colour in FINDING_COLOURS.items():
-        on_map = len({i.row for i in found if i.kind == kind} & shown)
-        items.append(swatch.format(d=_marker(0, 7, 7, 4.5), fill="#fff", stroke=colour, sw=2.5,
-                                   text=f"{kind} ({on_map:,} of {c[kind]['images']:,} shown)"))
-    page.add('<div class="legend">' + "".join(f"<span>{i}</span>" for i in items) + "</div>")
-    page.add(map_svg(page, found))
+    return {"title": f"{plural(len(a.conflicts), 'group')}, "
+                     f"{plural(sum(len(g) for g in a.conflicts), 'image')}",
+            "groups": [[page.card(int(r), f"sha256 {a.hashes[r][:12]}") for r in group]
+                       for group in a.conflicts[:page.max_shown]],
+            "more": page.more(len(a.conflicts), "groups")}
 
 
-def _conflicts(page: _Page) -> None:
-    a = page.audit
-    page.add(f"<h2>1. Same bytes, different labels ({plural(len(a.conflicts), 'group')}, "
-             f"{plural(sum(len(g) for g in a.conflicts), 'image')})</h2>")
-    page.add('<p class="note">Files with identical bytes (one sha256) stored under more than '
-             "one class: at least one label is wrong. Keep one copy, in the right class.</p>")
-    if not a.conflicts:
-        page.add("<p>None.</p>")
-    page.add('<div class="groups">')
-    for group in a.conflicts[:page.max_shown]:
-        page.add('<div class="group"><div class="cards">'
-                 + "".join(page.card(int(r), f"sha256 {a.hashes[r][:12]}") for r in group)
-                 + "</div></div>")
-    page.add("</div>")
-    page.more(min(len(a.conflicts), page.max_shown), len(a.conflicts), "groups")
-
-
-def _group_cards(page: _Page, group: np.ndarray) -> str:
+def _group_cards(page: _Page, group: np.ndarray) -> list[dict]:
     """One near-duplicate group: its first image, then each other with its cosine to it."""
     a = page.audit
     first = int(group[0])
@@ -301,94 +252,67 @@ def _group_cards(page: _Page, group: np.ndarray) -> str:
             note = f"cosine to the first {float(a.neighbours.cosine[row][linked][0]):.4f}"
         else:
             note = "linked to the first through another copy"
-        cards.append(page.card(row, escape(note)))
-    return '<div class="group"><div class="cards">' + "".join(cards) + "</div></div>"
+        cards.append(page.card(row, note))
+    return cards
 
 
-def _leakage(page: _Page) -> None:
+def _leakage(page: _Page) -> dict:
     a = page.audit
     leak, dup = a.leak_groups(), [g for g in a.duplicate_groups()
                                   if len(np.unique(a.assignment[g])) == 1]
-    page.add("<h2>2. Near duplicates and leakage</h2>")
-    t = a.thresholds
-    page.add('<p class="note">Two images are copies up to cosine distance '
-             f"{t.copy:.4f} (cosine at least {1 - t.copy:.4f}), in one split or in two; "
-             "identical bytes always. Groups are chains of such pairs. A group across splits "
-             "lets a model be tested on an image it was trained on; within a split a copy "
-             "doubles that photo's weight, and the first image of the group is the one kept. "
-             "The audit never re-splits: fit-head --exclude leaves the train and validation "
-             "members out and keeps the test split as it is.</p>")
+    head = None
     if a.head:
         h = a.head
-        page.add(f"<h3>Test accuracy of the head in {escape(h['path'])} ({escape(h['kind'])})"
-                 "</h3><table><tr><th>test images</th><th class=num>n</th>"
-                 "<th class=num>accuracy</th></tr>")
-        for key, label in (("all_test", "all"), ("leak_free_test",
-                                                  "without a copy in train or validation"),
-                           ("leaky_test", "with a copy in train or validation")):
-            page.add(f"<tr><td>{label}</td><td class=num>{h[key]['n']:,}</td>"
-                     f"<td class=num>{_pct(h[key]['accuracy'])}</td></tr>")
-        page.add("</table>")
-    page.add(f"<h3>Across splits ({plural(len(leak), 'group')}, "
-             f"{plural(sum(len(g) for g in leak), 'image')}; test images with a copy "
-             f"in train or validation: {len(a.leakage.leaky_test):,})</h3>")
-    if len(a.leakage.i):
-        top = ", ".join(f"{a.leakage.cosine[n]:.4f}" for n in range(min(5, len(a.leakage.i))))
-        page.add(f'<p class="note">Highest cosines across splits: {top}.</p>')
-    page.add('<div class="groups">')
-    for group in leak[:page.max_shown]:
-        page.add(_group_cards(page, group))
-    page.add("</div>")
-    page.more(min(len(leak), page.max_shown), len(leak), "groups")
-    page.add(f"<h3>Within one split ({plural(len(dup), 'group')}, "
-             f"{plural(sum(len(g) for g in dup), 'image')})</h3>")
-    page.add('<div class="groups">')
-    for group in dup[:page.max_shown]:
-        page.add(_group_cards(page, group))
-    page.add("</div>")
-    page.more(min(len(dup), page.max_shown), len(dup), "groups")
-    if not leak and not dup:
-        page.add("<p>None.</p>")
+        head = {"path": h["path"], "kind": h["kind"], "rows": [
+            {"label": label, "n": f"{h[key]['n']:,}", "accuracy": _pct(h[key]["accuracy"])}
+            for key, label in (("all_test", "all"),
+                               ("leak_free_test", "without a copy in train or validation"),
+                               ("leaky_test", "with a copy in train or validation"))]}
+    top = ", ".join(f"{a.leakage.cosine[n]:.4f}" for n in range(min(5, len(a.leakage.i))))
+    return {
+        "copy_distance": f"{a.thresholds.copy:.4f}",  # not "copy": a dict's own method
+        "copy_cosine": f"{1 - a.thresholds.copy:.4f}",
+        "head": head, "top": top,
+        "across_title": f"{plural(len(leak), 'group')}, "
+                        f"{plural(sum(len(g) for g in leak), 'image')}; test images with a "
+                        f"copy in train or validation: {len(a.leakage.leaky_test):,}",
+        "across": [_group_cards(page, g) for g in leak[:page.max_shown]],
+        "across_more": page.more(len(leak), "groups"),
+        "within_title": f"{plural(len(dup), 'group')}, "
+                        f"{plural(sum(len(g) for g in dup), 'image')}",
+        "within": [_group_cards(page, g) for g in dup[:page.max_shown]],
+        "within_more": page.more(len(dup), "groups"),
+    }
 
 
-def _labels(page: _Page, found: list[Issue]) -> None:
+def _labels(page: _Page, found: list[Issue]) -> dict:
     a = page.audit
     flagged = [i for i in found if i.kind == "label"]
-    page.add(f"<h2>3. Likely label errors ({plural(len(flagged), 'image')})</h2>")
-    page.add('<p class="note">Confident learning (Northcutt et al., 2021) on out-of-fold '
-             "probabilities: each image is judged by a head that never saw it or its near "
-             "duplicates. Most likely wrong first. Check each one: a model can be confidently "
-             "wrong, and an image may show both classes.</p><div class=cards>")
+    cards = []
     for issue in flagged[:page.max_shown]:
         row, given, other = issue.row, a.labels[issue.row], issue.suggested
-        votes = ", ".join(f"{escape(c)} {n}" for c, n in
+        votes = ", ".join(f"{c} {n}" for c, n in
                           zip(a.classes, a.neighbour_labels[row].tolist(), strict=True) if n)
-        page.add(page.card(
-            row, f"suggested <b>{escape(a.classes[other])}</b>",
-            escape(f"p({a.classes[given]}) {a.proba[row, given]:.3f}, "
-                   f"p({a.classes[other]}) {a.proba[row, other]:.3f}"),
+        cards.append(page.card(
+            row, {"text": "suggested ", "bold": a.classes[other]},
+            f"p({a.classes[given]}) {a.proba[row, given]:.3f}, "
+            f"p({a.classes[other]}) {a.proba[row, other]:.3f}",
             f"neighbours: {votes}"))
-    page.add("</div>")
-    page.more(min(len(flagged), page.max_shown), len(flagged), "images")
+    return {"title": plural(len(flagged), "image"), "cards": cards,
+            "more": page.more(len(flagged), "images")}
 
 
-def _outliers(page: _Page) -> None:
+def _outliers(page: _Page) -> dict:
     o = page.audit.outliers
-    page.add(f"<h2>4. Outliers ({plural(len(o.flagged), 'image')})</h2>")
-    page.add('<p class="note">Images that belong to no class (blank frames, text cards, '
-             "scenes without the subject): distance to the nearest class centroid plus "
-             f"distance to the {page.audit.settings['k']}th nearest typical image (one near "
-             "a class centroid), each over its median; flagged above "
-             f"{o.fence:.3f}. Strangest first; the highest scores below "
-             "the fence follow, unflagged, for a look.</p><div class=cards>")
-    order = np.argsort(-o.score, kind="stable")[:page.max_shown]
-    for row in order:
+    cards = []
+    for row in np.argsort(-o.score, kind="stable")[:page.max_shown]:
         mark = "" if o.score[row] > o.fence else " (below the fence)"
-        page.add(page.card(int(row), escape(f"score {o.score[row]:.2f}{mark}"),
-                           escape(f"centroid {o.centroid[row]:.3f}, k-th typical neighbour "
-                                  f"{o.neighbour[row]:.3f}")))
-    page.add("</div>")
-    page.more(min(len(o.flagged), page.max_shown), len(o.flagged), "flagged images")
+        cards.append(page.card(int(row), f"score {o.score[row]:.2f}{mark}",
+                               f"centroid {o.centroid[row]:.3f}, k-th typical neighbour "
+                               f"{o.neighbour[row]:.3f}"))
+    return {"title": plural(len(o.flagged), "image"), "k": page.audit.settings["k"],
+            "fence": f"{o.fence:.3f}", "cards": cards,
+            "more": page.more(len(o.flagged), "flagged images")}
 
 
 BLIND_SPOTS = [
@@ -406,25 +330,27 @@ BLIND_SPOTS = [
 ]
 
 
+@lru_cache(maxsize=1)
+def _template():
+    """The page template, with autoescaping on for every value (Jinja2)."""
+    import jinja2
+
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
+                                     keep_trailing_newline=True)
+    source = (files("headstart.audit") / "templates" / "report.html").read_text("utf-8")
+    return environment.from_string(source)
+
+
 def render(audit: Audit, found: list[Issue], *, max_shown: int = 50,
            thumbnails: bool = True) -> str:
     """The whole page as a string (see the module docstring)."""
     page = _Page(audit, max_shown, thumbnails)
-    name = escape(audit.source.name)
-    page.add(f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Audit of {name}"
-             f"</title><style>{STYLE}</style></head><body><h1>Data audit of {name}</h1>")
-    _header(page, found)
-    _conflicts(page)
-    _leakage(page)
-    _labels(page, found)
-    _outliers(page)
-    page.add("<h2>What this audit cannot see</h2><ul class=note>" + "".join(
-        f"<li>{escape(line.format(k=audit.settings['k']))}</li>" for line in BLIND_SPOTS)
-        + "</ul>")
-    page.add(f'<p class="more">Written by audit-features in {audit.seconds.get("total", 0):.1f} '
-             "s; every flagged image is in issues.csv, everything else in audit.json. No file "
-             "was changed or deleted.</p></body></html>")
-    return "\n".join(page.parts)
+    return _template().render(
+        name=audit.source.name, header=_header(page, found), map=_map(page, found),
+        conflicts=_conflicts(page), leakage=_leakage(page), labels=_labels(page, found),
+        outliers=_outliers(page),
+        blind_spots=[line.format(k=audit.settings["k"]) for line in BLIND_SPOTS],
+        seconds=f"{audit.seconds.get('total', 0):.1f}")
 
 
 def write_report(audit: Audit, found: list[Issue], path: Path, **options) -> Path:

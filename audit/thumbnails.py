@@ -13,11 +13,12 @@ from __future__ import annotations
 import base64
 import io
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from PIL import Image, ImageDraw
 
 from headstart.extract.images import (
+    MAX_PIXELS,
     UPRIGHT,
     UnreadableImageError,
     exif_orientation,
@@ -53,19 +54,28 @@ def placeholder(reason: str, size: int = SIZE) -> str:
 def thumbnail(source_dir: str | Path | None, path: str, sha256: str, size: int = SIZE) -> str:
     """A JPEG data URI of the image at source_dir/path, at most `size` px on its longer side.
 
-    Returns a placeholder data URI when the folder is unknown, the file is missing or its
-    sha256 differs from `sha256`, or it cannot be decoded. Never raises for a bad file.
+    Returns a placeholder data URI when the folder is unknown, `path` is absolute or leaves
+    the folder ('..': a crafted store), the file is missing, not a regular file or too
+    large (headstart.extract.images.read_file), its sha256 differs from `sha256`, or it
+    cannot be decoded. Never raises for a bad file.
     """
     if not source_dir:
         return placeholder("image folder not recorded", size)
+    relative = PurePosixPath(path)
+    if not path or relative.is_absolute() or ".." in relative.parts or "\\" in path:
+        return placeholder("path outside the image folder", size)  # a crafted store
     try:
-        content = read_file(Path(source_dir) / path)
-    except UnreadableImageError:
-        return placeholder("file moved or deleted since extraction", size)
+        content = read_file(Path(source_dir) / relative)
+    except UnreadableImageError as error:
+        moved = str(error).startswith("cannot read file")
+        return placeholder("file moved or deleted since extraction" if moved else
+                           "not a regular file, or too large", size)
     if content.sha256 != sha256:
         return placeholder("file changed since extraction", size)
     try:
         with Image.open(io.BytesIO(content.data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                return placeholder("too many pixels to show", size)
             image.draft("RGB", (size, size))
             image.load()
             method = UPRIGHT.get(exif_orientation(image))

@@ -21,6 +21,7 @@ Writes bench/results/scale.json and scale.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -139,9 +140,11 @@ def open_seconds(path: Path, checked: bool = True) -> float:
     import headstart.features.reader as reader
     from headstart.features import open_store
 
-    check = reader.check_contents
-    if not checked:
-        reader.check_contents = lambda handle, path: None
+    saved = reader.check_contents, reader.check_shard_rows, reader._open_file
+    if not checked:  # as before the check: no shard file opened on open
+        reader.check_contents = reader.check_shard_rows = lambda handle, path: None
+        reader._open_file = lambda file, writing_after: (
+            contextlib.nullcontext() if file != path else saved[2](file, writing_after))
     try:
         times = []
         for _ in range(5):
@@ -149,7 +152,7 @@ def open_seconds(path: Path, checked: bool = True) -> float:
             open_store(path).close()
             times.append(time.perf_counter() - start)
     finally:
-        reader.check_contents = check
+        reader.check_contents, reader.check_shard_rows, reader._open_file = saved
     return min(times)
 
 

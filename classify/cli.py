@@ -27,6 +27,7 @@ from headstart.classify.softmax import SoftmaxHead
 from headstart.cli import run_command
 from headstart.errors import EXIT_CHECK_FAILED, ClassifyError
 from headstart.options import Range, argument_type, default_of
+from headstart.words import shown
 
 BOTH = "both"
 
@@ -175,7 +176,7 @@ def _predict(args: argparse.Namespace) -> int:
         predictions = predict_images(head, args.inputs, batch_size=args.batch_size,
                                      weights_path=args.weights)
     for path, reason in predictions.skipped:
-        print(f"predict: skipped '{path}': {reason}", file=sys.stderr)
+        print(f"predict: skipped '{shown(path)}': {shown(reason)}", file=sys.stderr)
     if predictions.paths:
         print(format_predictions(predictions, top_k=args.top_k))
     if args.output:

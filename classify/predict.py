@@ -21,6 +21,7 @@ from headstart.classify.head import Head
 from headstart.errors import ClassifyError, OutputError
 from headstart.features import open_store
 from headstart.outputs import printable_path, replace_file
+from headstart.words import shown
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -107,13 +108,14 @@ def predict_store(head: Head, store_path: str | Path) -> Predictions:
 def format_predictions(predictions: Predictions, top_k: int = 3) -> str:
     """One line per image: path, class, probability, and the top k when there are more classes."""
     k = min(top_k, len(predictions.classes))
-    paths = [printable_path(p) for p in predictions.paths]
+    paths = [shown(p) for p in predictions.paths]  # names as a terminal may print them
     width = max((len(p) for p in paths), default=4)
     lines = []
     for path, best in zip(paths, predictions.top_k(k), strict=True):
-        line = f"{path.ljust(width)}  {best[0][0]}  {100 * best[0][1]:6.2f}%"
+        line = f"{path.ljust(width)}  {shown(best[0][0])}  {100 * best[0][1]:6.2f}%"
         if k > 1:
-            line += "   top-" + str(k) + ": " + ", ".join(f"{c} {100 * p:.2f}%" for c, p in best)
+            line += "   top-" + str(k) + ": " + ", ".join(f"{shown(c)} {100 * p:.2f}%"
+                                                          for c, p in best)
         lines.append(line)
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ import sys
 from headstart.cli import run_command
 from headstart.errors import UsageError
 from headstart.extract.backbones import DEFAULT_BACKBONE, format_table
+from headstart.extract.images import MAX_FILE_BYTES
 from headstart.extract.job import OPTIONS, Summary
 from headstart.extract.labels import LabelSpec
 from headstart.extract.precision import AUTO, CHOICES
@@ -99,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--flush-every", type=argument_type(OPTIONS["flush_rows"]), default=256,
                      metavar="N", help="commit rows to disk every N images; a kill loses at "
                                        "most N (default: %(default)s)")
+    run.add_argument("--max-file-size", type=argument_type(OPTIONS["max_file_mb"]),
+                     default=MAX_FILE_BYTES >> 20, metavar="MB", dest="max_file_mb",
+                     help="image files larger than this are skipped with a reason; each "
+                          "decoding thread holds one file in memory (default: %(default)s)")
     run.add_argument("--verify", action="store_true",
                      help="re-hash every file instead of trusting unchanged size and "
                           "modification time")
@@ -114,6 +119,7 @@ def _options(args: argparse.Namespace, argv: list[str]) -> dict:
                 batch_size=args.batch_size, dtype=args.dtype, precision=args.precision,
                 compression=args.compression, workers=args.workers, flush_rows=args.flush_every,
                 labels=labels, verify=args.verify, progress=not args.quiet,
+                max_file_mb=args.max_file_mb,
                 command=shlex.join(["extract-features", *argv]))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,6 +24,11 @@ RESIZE = (
     "exif-transpose, first frame, RGB (16-bit scaled, alpha on white), JPEG draft, PIL bilinear"
 )
 MAX_PIXELS = 100_000_000  # refuse decompression bombs above 100 megapixels
+# Largest image file read, in bytes (extract-features --max-file-size MB raises it): a
+# file is read whole into memory by each decoding thread, so this bounds their memory.
+# 256 MB holds any camera JPEG, PNG or HEIC and an uncompressed 8-bit 80-megapixel TIFF.
+MAX_FILE_BYTES = 256 << 20
+STRIP_ROWS = 256  # rows converted at a time from 16/32-bit and float images
 
 
 class UnreadableImageError(Exception):
@@ -38,14 +44,49 @@ class FileBytes(NamedTuple):
     mtime_ns: int  # from the same stat: a later change shows as a newer mtime
 
 
-def read_file(path: str | Path) -> FileBytes:
-    """The file's bytes, their hex sha256 and its stat; UnreadableImageError on OS errors."""
+def read_file(path: str | Path, max_bytes: int | None = None) -> FileBytes:
+    """The bytes of a regular file, their hex sha256 and its stat.
+
+    Only regular files are read (a link is followed to one): a FIFO, a device such as
+    /dev/zero, a socket or a folder is refused without reading, and so is a file larger
+    than `max_bytes` (default MAX_FILE_BYTES). Raises UnreadableImageError with the
+    reason, for those and for OS errors.
+    """
+    limit = MAX_FILE_BYTES if max_bytes is None else max_bytes
     try:
-        info = os.stat(path)
-        data = Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
     except OSError as error:
         raise UnreadableImageError(f"cannot read file: {error.strerror or error}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableImageError(f"not a regular file ({_kind(info.st_mode)}); only "
+                                       "regular files are read")
+        if info.st_size > limit:
+            raise UnreadableImageError(
+                f"{info.st_size / 1e6:,.0f} MB, larger than the {limit / 1e6:,.0f} MB limit "
+                "(raise it with extract-features --max-file-size MB)")
+        chunks, left = [], limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 24))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as error:
+        raise UnreadableImageError(f"cannot read file: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # it grew while being read
+        raise UnreadableImageError(f"grew past the {limit / 1e6:,.0f} MB limit while read")
     return FileBytes(data, hashlib.sha256(data).hexdigest(), info.st_size, info.st_mtime_ns)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def decode_pixels(data: bytes, size: int = 224) -> np.ndarray:
@@ -133,19 +174,31 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB: 16/32-bit integers scaled (not clipped), alpha on white."""
+    """Any PIL mode to 8-bit RGB: 16/32-bit integers scaled (not clipped), alpha on white.
+
+    Wide images are converted STRIP_ROWS rows at a time into one uint8 array, so a
+    100-megapixel 16-bit PNG needs its own pixels plus 100 MB, not float64 copies. The
+    16-bit scaling is `(x + 128) // 257`, which equals round(x / 257) for every x in
+    0..65535 (x / 257 is never halfway between integers), so rows are those of the
+    float formula used before.
+    """
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        wide = np.asarray(image, dtype=np.float64)
-        if image.mode == "I" and wide.max(initial=0) <= 255:  # 8-bit data stored in 32 bits
-            gray = wide
-        else:
-            gray = np.clip(wide, 0, 65535) / 257.0
-        return Image.fromarray(np.round(gray).astype(np.uint8), "L").convert("RGB")
+        wide = np.asarray(image)
+        eight_bit = image.mode == "I" and wide.max(initial=0) <= 255  # 8-bit data in 32 bits
+        gray = np.empty(wide.shape, np.uint8)
+        for start in range(0, wide.shape[0], STRIP_ROWS):
+            strip = wide[start:start + STRIP_ROWS].astype(np.int64)
+            gray[start:start + STRIP_ROWS] = (strip.astype(np.uint8) if eight_bit else
+                                              (np.clip(strip, 0, 65535) + 128) // 257)
+        return Image.fromarray(gray, "L").convert("RGB")
     if image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image)
         high = 1.0 if values.max(initial=0) <= 1.0 else 255.0
-        gray = np.round(np.clip(values / high, 0, 1) * 255)
-        return Image.fromarray(gray.astype(np.uint8), "L").convert("RGB")
+        gray = np.empty(values.shape, np.uint8)
+        for start in range(0, values.shape[0], STRIP_ROWS):
+            strip = values[start:start + STRIP_ROWS].astype(np.float64)
+            gray[start:start + STRIP_ROWS] = np.round(np.clip(strip / high, 0, 1) * 255)
+        return Image.fromarray(gray, "L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

@@ -17,6 +17,7 @@ from headstart.extract import precision as precisions
 from headstart.extract.backbone import Backbone, WeightsSpec, pipeline_identity
 from headstart.extract.backbones import DEFAULT_BACKBONE, backbone_info
 from headstart.extract.catalog import Catalog
+from headstart.extract.images import MAX_FILE_BYTES
 from headstart.extract.labels import LabelSpec
 from headstart.extract.loop import LoopResult
 from headstart.features import SINGLE_FILE_LIMIT, open_store, schema
@@ -28,9 +29,10 @@ OPTIONS = {
     "batch_size": Range(int, 1), "workers": Range(int, 1, 256), "flush_rows": Range(int, 1),
     "dtype": Choice(schema.STORAGE_DTYPES), "precision": Choice(precisions.CHOICES),
     "compression": Choice(schema.COMPRESSIONS), "seed": Range(int, 0),
-    "single_file_limit": Range(int, 0),
+    "single_file_limit": Range(int, 0), "max_file_mb": Range(int, 1),
 }
-FLAGS = {"flush_rows": "--flush-every", "single_file_limit": "single_file_limit"}
+FLAGS = {"flush_rows": "--flush-every", "single_file_limit": "single_file_limit",
+         "max_file_mb": "--max-file-size"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Job:
     compression: str = "none"
     verify: bool = False
     single_file_limit: int = SINGLE_FILE_LIMIT
+    max_file_mb: int = MAX_FILE_BYTES >> 20  # larger image files are skipped with a reason
     progress: bool = True
     command: str | None = None
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from headstart.extract.decode import Decoded, batched, decode_stream, stack_pixels
 from headstart.features.journal import Entry, PartWriter
+from headstart.words import shown
 
 
 @dataclass
@@ -91,7 +92,7 @@ def extract_into(writer: PartWriter, root: Path, todo: Sequence[Entry], backbone
             if decoded.pixels is None:
                 writer.add_skipped(entry, decoded.reason or "unreadable")
                 result.skipped += 1
-                log(f"skipped {root / decoded.key}: {decoded.reason}")
+                log(f"skipped {shown(root / decoded.key)}: {shown(decoded.reason)}")
             else:
                 readable.append(entry)
         if readable:

@@ -29,6 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from headstart.errors import Interrupted, StoreBusyError, StoreError, UsageError
+from headstart.extract import images
 from headstart.extract.backbone import WeightsSpec
 from headstart.extract.catalog import Catalog, scan
 from headstart.extract.decode import hash_files
@@ -59,7 +60,7 @@ from headstart.features import (
 from headstart.features.journal import remove_stale_temporaries
 from headstart.features.shards import ShardPlan, current_plan, plan_path, publish_plan
 from headstart.features.stitch import next_generation, shards_dir
-from headstart.words import count
+from headstart.words import count, shown
 
 
 def extract_features(directory: str | Path, output: str | Path = "features.h5", *,
@@ -84,6 +85,7 @@ def extract_features(directory: str | Path, output: str | Path = "features.h5", 
 def run(job: Job, *, model=None, log: Callable[[str], None] = print) -> Summary:
     """The single-process run; see the module docstring."""
     started = time.perf_counter()
+    images.MAX_FILE_BYTES = job.max_file_mb << 20  # what read_file reads, in this process
     catalog = scan(job.directory, job.labels)
     check_output(job.output)
     spec = job.weights_spec()
@@ -130,6 +132,7 @@ def run_shard(job: Job, index: int, count: int, *, model=None,
               advance: Callable[[int], None] | None = None) -> Summary:
     """Shard `index` of `count`: agree on the plan, extract this shard's slice, finish its file."""
     started = time.perf_counter()
+    images.MAX_FILE_BYTES = job.max_file_mb << 20  # also in each Ray actor that runs a shard
     if not 0 <= index < count:
         raise UsageError(f"--shard {index}/{count}: the index must run from 0 to {count - 1}.")
     check_output(job.output)
@@ -346,7 +349,7 @@ def _report_catalog(catalog: Catalog, log: Callable[[str], None]) -> None:
     for notice in catalog.notices:
         log(f"warning: {notice}")
     for path, why in catalog.ignored:
-        log(f"ignored {path}: {why}")
+        log(f"ignored {shown(path)}: {shown(why)}")
 
 
 def log_above_progress_bar(line: str) -> None:

@@ -24,6 +24,7 @@ from headstart.features.reader import (
     writers_of,
 )
 from headstart.features.shards import current_plan, merge_shards, shard_status
+from headstart.words import shown
 
 
 def describe(path: str | Path, *, list_skipped: bool = False) -> str:
@@ -98,7 +99,7 @@ def describe(path: str | Path, *, list_skipped: bool = False) -> str:
         lines.append(f"complete: {'yes' if attrs.get('complete') else 'no'}")
     lines.append(f"size on disk: {size / 1e6:.1f} MB")
     if list_skipped:
-        lines += [f"  skipped {p}: {reason}" for p, reason in skipped]
+        lines += [f"  skipped {shown(p)}: {shown(reason)}" for p, reason in skipped]
     return "\n".join(lines)
 
 
@@ -111,7 +112,7 @@ def _folders(shards: list[Path], store: Path) -> str:
 def _kind(store) -> str:
     if not store.labelled:
         return "labels: none (an unlabelled store: predict --features scores it)"
-    counts = ", ".join(f"{name} {n}" for name, n in store.class_counts().items())
+    counts = ", ".join(f"{shown(name)} {n}" for name, n in store.class_counts().items())
     line = f"classes: {len(store.classes)} ({counts}); labels from {store.label_source}"
     if store.given_splits is not None:
         given = Counter(store.given_splits)

@@ -65,6 +65,23 @@ def check_contents(handle: h5py.File, path: Path) -> None:
             _check_dataset(handle, raw, path, where, virtual_allowed=virtual_allowed)
 
 
+def check_shard_rows(handle: h5py.File, path: Path) -> None:
+    """The part of the rule a store's reader needs of each shard file it reads rows from:
+    hard links only, and `features` neither virtual nor stored in another file.
+
+    Cheaper than check_contents (one dataset inspected, not every column), so opening a
+    store of 1,000 shards stays fast; code that reads a shard's index opens it through
+    open_h5, which applies the whole rule.
+    """
+    links: list[int] = []
+    handle.id.links.visit(lambda name, info: links.append(info.type), info=True)
+    if any(kind != h5py.h5l.TYPE_HARD for kind in links):
+        raise _refused(path, "/", "holds a link to another object or file")
+    if schema.FEATURES in handle:
+        _check_dataset(handle, schema.FEATURES.encode(), path, "/" + schema.FEATURES,
+                       virtual_allowed=False)
+
+
 def virtual_source_problem(file_name: str, dataset_name: str) -> str | None:
     """Why a virtual source may not be read (None when it is a shard file of the rule)."""
     parts = PurePosixPath(file_name.replace("\\", "/")).parts

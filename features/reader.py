@@ -31,7 +31,7 @@ from headstart.features.busy import (
     lock_holders,
     locked_message,
 )
-from headstart.features.contents import check_contents, check_hashes
+from headstart.features.contents import check_contents, check_hashes, check_shard_rows
 from headstart.features.lock import lock_path
 
 
@@ -246,7 +246,8 @@ def check_shards(dataset: h5py.Dataset, store: Path) -> list[Path]:
         if not os.access(file, os.R_OK):
             raise StoreError(f"'{store}' reads its rows from '{file}', which cannot be read "
                              "(permission denied); fix its permissions.")
-        open_h5(file).close()  # its own contents follow the rule too (no virtual, no links)
+        with _open_file(file, False) as handle:  # the rows it gives follow the rule too
+            check_shard_rows(handle, file)
     return files
 
 

@@ -6,3 +6,27 @@ from __future__ import annotations
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """'1 image' / '1,234 images'; `plural` for irregular nouns ('entry', 'entries')."""
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def shown(text: object) -> str:
+    """`text` made safe to print on a terminal: control characters (ESC sequences that move
+    the cursor, clear the screen or retitle the window, carriage returns, bidi overrides)
+    and bytes that are not UTF-8 become visible escapes such as \\x1b, \\u202e, \\xff.
+
+    Every name taken from a folder, a store or a head passes through it before printing.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogate)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char.isprintable() or char == " ":
+            out.append(char)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out)

@@ -130,6 +130,9 @@ def test_report_is_one_self_contained_page_in_the_promised_order(photo_store):
     assert "1 group, 2 images" in page.h2[0]
     assert not re.search(r"\d+ pairs", html), "counts are in images and groups"
     assert "0.5 x median" in html and "in one split or in two" in html
+    assert re.search(r"copies up to cosine distance \d\.\d{4} \(cosine at least \d\.\d{4}\)",
+                     html)
+    assert "built-in method" not in html and "object at 0x" not in html
 
 
 def test_every_thumbnail_decodes_and_is_at_most_160_pixels(photo_store):
@@ -151,7 +154,53 @@ def test_every_thumbnail_decodes_and_is_at_most_160_pixels(photo_store):
 def test_names_are_escaped(photo_store):
     html = (photo_store / "audit" / "report.html").read_text(encoding="utf-8")
     assert ODD_NAME not in html
-    assert "copy &lt;b&gt;&amp;&quot;x&quot;.jpg" in html
+    assert "copy &lt;b&gt;&amp;&#34;x&#34;.jpg" in html
+
+
+class Tags(HTMLParser):
+    """Every start tag and attribute name of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: set[str] = set()
+        self.attributes: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.attributes.update(name for name, _ in attrs)
+
+
+HOSTILE = ['<script>alert(1)</script>', 'x" onmouseover="alert(2)', "</title><img src=x "
+           "onerror=alert(3)>"]
+
+
+def test_every_value_from_a_crafted_store_is_escaped(tmp_path):
+    """A crafted store ran a script in report.html: hashes were written unescaped."""
+    from helpers import IDENTITY, random_labels
+
+    from headstart.audit import audit_store, write_audit
+    from headstart.features.store_file import write_store
+
+    X, _ = random_labels(n=300, dim=16, seed=3)
+    y = np.arange(300) % 3
+    classes = sorted(HOSTILE)
+    labels = [classes[label] for label in y]  # class names and paths, each hostile
+    paths = [f"{i:03d}{HOSTILE[i % 3]}.jpg" for i in range(len(y))]
+    store = write_store(tmp_path / "features.h5", features=X, paths=paths,
+                        hashes=[f"{i:064x}" for i in range(len(y))], classes=classes,
+                        identity=IDENTITY, labels=labels,
+                        attrs={"complete": True, "seed": 0,
+                               "source_dir": '"><script>alert(4)</script>'})
+    result = audit_store(store, seed=0, quiet=True)
+    write_audit(result, tmp_path / "audit", thumbnails=True)
+    html = (tmp_path / "audit" / "report.html").read_text(encoding="utf-8")
+    page = Tags()
+    page.feed(html)
+    assert "script" not in page.tags
+    assert not {a for a in page.attributes if a.startswith("on")}, page.attributes
+    for value in HOSTILE:
+        assert value not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
 def test_issues_csv_and_audit_json_hold_the_planted_faults(photo_store):

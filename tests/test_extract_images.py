@@ -80,10 +80,14 @@ def test_file_names_that_are_not_utf8_are_reported_and_the_rest_kept(tmp_path):
 def test_permission_denied_becomes_an_unreadable_image_reason(tmp_path, monkeypatch):
     path = write_image(tmp_path / "a.png")
 
-    def denied(self):  # chmod 0 is not enforced for root, so deny at the call itself
-        raise PermissionError(13, "Permission denied", str(self))
+    real_open = os.open
 
-    monkeypatch.setattr(type(path), "read_bytes", denied)
+    def denied(file, flags, *args):  # chmod 0 is not enforced for root: deny the call itself
+        if os.fspath(file) == os.fspath(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, flags, *args)
+
+    monkeypatch.setattr(os, "open", denied)
     with pytest.raises(UnreadableImageError, match="cannot read file: Permission denied"):
         read_file(path)
 

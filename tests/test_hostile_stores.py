@@ -113,13 +113,19 @@ def test_virtual_sources_outside_the_stores_shard_folders_are_refused(store, tmp
     assert_every_command_refuses(store, tmp_path, capsys, "reads")
 
 
-def test_only_features_may_be_virtual_and_never_in_a_shard(tmp_path, capsys):
+def sharded_store(tmp_path: Path) -> Path:
+    """8 images extracted by two shard workers and merged: a top file over 2 shard files."""
     folder = many_images(tmp_path / "pets", 8)
     out = tmp_path / "features.h5"
     for index in range(2):
         extract_features(folder, out, weights="none", model=FakeBackbone(), progress=False,
                          log=lambda line: None, shard=(index, 2))
     assert merge_main([str(out)]) == 0
+    return out
+
+
+def test_only_features_may_be_virtual_and_never_in_a_shard(tmp_path, capsys):
+    out = sharded_store(tmp_path)
     with open_store(out) as opened:
         assert len(opened.shards) == 2  # a sharded store within the rule opens
     shard = shard_path(out, 0, 0, 2)
@@ -141,12 +147,7 @@ def test_only_features_may_be_virtual_and_never_in_a_shard(tmp_path, capsys):
 
 
 def test_a_shard_file_that_is_a_link_is_refused(tmp_path):
-    folder = many_images(tmp_path / "pets", 8)
-    out = tmp_path / "features.h5"
-    for index in range(2):
-        extract_features(folder, out, weights="none", model=FakeBackbone(), progress=False,
-                         log=lambda line: None, shard=(index, 2))
-    assert merge_main([str(out)]) == 0
+    out = sharded_store(tmp_path)
     shard = shard_path(out, 0, 1, 2)
     moved = tmp_path / "elsewhere.h5"
     shutil.move(shard, moved)
