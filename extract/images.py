@@ -66,11 +66,15 @@ def read_file(path: str | Path, max_bytes: int | None = None) -> FileBytes:
             raise UnreadableImageError(
                 f"{info.st_size / 1e6:,.0f} MB, larger than the {limit / 1e6:,.0f} MB limit "
                 "(raise it with extract-features --max-file-size MB)")
-        chunks, left = [], limit + 1
-        while left > 0 and (chunk := os.read(fd, min(left, 1 << 24))):
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        # One read of the size fstat gave, plus a byte to see a file that grew: os.read
+        # allocates what it is asked for, so never ask for more than the file holds. A
+        # short read of a regular file is its end.
+        ask = min(info.st_size + 1, limit + 1)
+        chunks = [os.read(fd, ask)]
+        while len(chunks[-1]) == ask and sum(map(len, chunks)) <= limit:  # it grew
+            ask = min(1 << 16, limit + 1 - sum(map(len, chunks)))
+            chunks.append(os.read(fd, ask))
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except OSError as error:
         raise UnreadableImageError(f"cannot read file: {error.strerror or error}") from None
     finally:
