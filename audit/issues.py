@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,9 +85,8 @@ def collect(audit: Audit) -> list[Issue]:
 
 
 def write_csv(audit: Audit, found: list[Issue], path: Path) -> Path:
-    """issues.csv (see the module docstring), written under a temporary name, then renamed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    """issues.csv (see the module docstring), into the audit's staged folder (write.py)."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for issue in found:
@@ -97,7 +95,6 @@ def write_csv(audit: Audit, found: list[Issue], path: Path) -> Path:
                 audit.classes[audit.labels[issue.row]],
                 audit.classes[issue.suggested] if issue.suggested is not None else "",
                 audit.paths[issue.partner] if issue.partner is not None else ""])
-    os.replace(tmp, path)
     return path
 
 
@@ -138,7 +135,6 @@ def record(audit: Audit, found: list[Issue]) -> dict:
 
 
 def write_json(data: dict, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """audit.json, into the audit's staged folder (write.py)."""
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return path

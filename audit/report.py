@@ -17,7 +17,6 @@ issues.csv has all of them.
 from __future__ import annotations
 
 import io
-import os
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -354,7 +353,6 @@ def render(audit: Audit, found: list[Issue], *, max_shown: int = 50,
 
 
 def write_report(audit: Audit, found: list[Issue], path: Path, **options) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(render(audit, found, **options), encoding="utf-8")
-    os.replace(tmp, path)
+    """report.html, into the audit's staged folder (write.py replaces the folder whole)."""
+    path.write_text(render(audit, found, **options), encoding="utf-8")
     return path

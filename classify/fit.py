@@ -29,7 +29,8 @@ from headstart.classify.plots import plot_confusion, plot_history, plot_selectio
 from headstart.classify.softmax import save_keras
 from headstart.classify.split import SPLITS, check_split_option, resolve_split, write_split_csv
 from headstart.errors import ClassifyError
-from headstart.outputs import check_replaceable, printable_path
+from headstart.outputs import check_replaceable
+from headstart.words import printable_path
 
 
 @dataclass

@@ -20,7 +20,6 @@ that made them (a pickled estimator would). No pickle or joblib is used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,7 +33,7 @@ import numpy as np
 
 from headstart.classify.head import ACTIVATIONS, Head, Layer
 from headstart.errors import HeadError
-from headstart.features import Identity
+from headstart.features import Identity, sha256_file
 from headstart.outputs import FolderKind, recover, replace_folder
 
 FORMAT = "headstart-head"
@@ -83,14 +82,6 @@ def write_head(head: Head, directory: Path) -> Path:
     path = directory / HEAD_JSON
     path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_member(directory: Path, name: str, meta: dict | None = None) -> Path:

@@ -20,8 +20,8 @@ import numpy as np
 from headstart.classify.head import Head
 from headstart.errors import ClassifyError, OutputError
 from headstart.features import open_store
-from headstart.outputs import printable_path, replace_file
-from headstart.words import shown
+from headstart.outputs import replace_file
+from headstart.words import printable_path, shown
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 

@@ -29,12 +29,14 @@ from headstart.errors import FolderError
 from headstart.extract.formats import image_extensions, is_image_name
 from headstart.extract.labels import LabelSpec, csv_labels, name_labels
 from headstart.extract.walk import (
+    UNREACHABLE,
     Walk,
     flat_walk,
     listed,
     printable,
     subfolders,
     top_files,
+    unreachable_link,
     valid_utf8,
 )
 
@@ -132,9 +134,9 @@ def _from_folders(root: Path) -> Catalog:
         notices.append(problem)
     walk = Walk(root, units=[Path(os.path.realpath(e.path)) for e in top])
     classes, labels = [], {}
-    for name in unreachable_links(root):
-        walk.unreadable_folder(name + "/", "link to a folder that cannot be reached now "
-                                           "(not mounted?), not scanned")
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):  # class folders not mounted
+        if unreachable_link(entry) and not entry.name.startswith("."):
+            walk.unreadable_folder(entry.name + "/", UNREACHABLE)
     for entry in top:
         if not valid_utf8(entry.name):
             walk.ignored.append((printable(entry.name) + "/",
@@ -155,16 +157,6 @@ def _from_folders(root: Path) -> Catalog:
     files = sorted(labels)
     return Catalog(root, files, labels, classes, "folders", None, walk.stats, walk.ignored,
                    walk.left_out, notices, walk.unreadable)
-
-
-def unreachable_links(root: Path) -> list[str]:
-    """Names of links at the top of `root` that lead nowhere now and are not image names:
-    class folders on a disk that is not mounted (os.scandir's is_dir() is False for them)."""
-    try:
-        return sorted(e.name for e in os.scandir(root) if e.is_symlink() and not e.name.startswith(
-            ".") and not is_image_name(e.name) and not os.path.exists(e.path))
-    except OSError:
-        return []
 
 
 def _no_images_message(root: Path, top_level: list[str]) -> str:

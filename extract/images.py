@@ -71,9 +71,11 @@ def read_file(path: str | Path, max_bytes: int | None = None) -> FileBytes:
         # short read of a regular file is its end.
         ask = min(info.st_size + 1, limit + 1)
         chunks = [os.read(fd, ask)]
-        while len(chunks[-1]) == ask and sum(map(len, chunks)) <= limit:  # it grew
-            ask = min(1 << 16, limit + 1 - sum(map(len, chunks)))
+        total = len(chunks[0])
+        while len(chunks[-1]) == ask and total <= limit:  # it grew
+            ask = min(1 << 16, limit + 1 - total)
             chunks.append(os.read(fd, ask))
+            total += len(chunks[-1])
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except OSError as error:
         raise UnreadableImageError(f"cannot read file: {error.strerror or error}") from None

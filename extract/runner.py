@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from headstart.errors import Interrupted, StoreBusyError, StoreError, UsageError
+from headstart.errors import Interrupted, StoreError, UsageError
 from headstart.extract import images
 from headstart.extract.backbone import WeightsSpec
 from headstart.extract.catalog import Catalog, scan
@@ -227,7 +227,7 @@ def ensure_plan(job: Job, count: int, spec: WeightsSpec, identity: schema.Identi
         # Published under the store's lock, so never while a single-process run writes
         # the store (it refuses a plan it finds under its lock); planned again if the
         # store changed while this worker scanned.
-        with _lock_for_planning(job.output):
+        with exclusive_lock(job.output, wait_s=PLANNING_WAIT_S):
             _refuse_parts(job.output)
             plan = current_plan(job.output)
             if plan is None and _file_state(job.output) == seen:
@@ -259,31 +259,9 @@ def _keeping_unreadable(catalog: Catalog, records, work: Work,
     return replace(catalog, classes=classes_with_kept(catalog, records, work.unreadable))
 
 
-PLANNING_WAIT_S = 10.0  # how long a worker waits for another worker's plan to be published
-
-
-@contextlib.contextmanager
-def _lock_for_planning(store: Path):
-    """The store's lock, waited for while other shard workers publish (milliseconds each).
-
-    Raises StoreBusyError when it stays taken: a single-process run (or a merge) is
-    writing the store.
-    """
-    deadline = time.monotonic() + PLANNING_WAIT_S
-    while True:
-        lock = exclusive_lock(store)
-        try:
-            lock.__enter__()
-        except StoreBusyError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-            continue
-        break
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
+# How long a worker waits for the store's lock while other workers publish (milliseconds
+# each); a single-process run (or a merge) holds it longer, and the worker is refused.
+PLANNING_WAIT_S = 10.0
 
 
 def _refuse_parts(store: Path) -> None:

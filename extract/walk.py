@@ -79,10 +79,8 @@ class Walk:
                         continue
                 self._directory(Path(entry.path), seen, flat=flat, unit=unit,
                                 prefix=relative + "/")
-            elif entry.is_symlink() and not is_image_name(name) and not os.path.exists(
-                    entry.path):
-                self.unreadable_folder(relative + "/", "link to a folder that cannot be "
-                                       "reached now (not mounted?), not scanned")
+            elif unreachable_link(entry):
+                self.unreadable_folder(relative + "/", UNREACHABLE)
             elif is_image_name(name):
                 if at_root:
                     self.top_level_images.append(relative)
@@ -125,6 +123,16 @@ class Walk:
         return "" if relative == "." else relative + "/"
 
 
+UNREACHABLE = "link to a folder that cannot be reached now (not mounted?), not scanned"
+
+
+def unreachable_link(entry: os.DirEntry) -> bool:
+    """A link that leads nowhere now and is not named like an image: a folder on a disk
+    that is not mounted (os.scandir's is_dir() is False for it), whose stored rows stay."""
+    return (entry.is_symlink() and not is_image_name(entry.name)
+            and not os.path.exists(entry.path))
+
+
 def stat_of(entry: os.DirEntry) -> tuple[int, int]:
     try:
         info = entry.stat()
@@ -165,8 +173,7 @@ def subfolders(folder: Path) -> list[os.DirEntry]:
 def top_files(root: Path, walk: Walk) -> None:
     """Files directly in DIR: images are reported (not in a class), others counted."""
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_dir() or (entry.is_symlink() and not os.path.exists(entry.path)
-                              and not is_image_name(entry.name)):  # reported as unreadable
+        if entry.is_dir() or unreachable_link(entry):  # the latter reported as unreadable
             continue
         if is_image_name(entry.name):
             walk.top_level_images.append(entry.name)

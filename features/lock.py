@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,15 +22,22 @@ def lock_path(store: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive_lock(store: str | Path) -> Iterator[None]:
-    """Hold the store's lock for the block, or raise StoreBusyError at once."""
+def exclusive_lock(store: str | Path, *, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the store's lock for the block, or raise StoreBusyError.
+
+    wait_s: how long to keep trying while another process holds it (0: refuse at once).
+    """
     path = lock_path(store)
+    deadline = time.monotonic() + wait_s
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
             raise StoreBusyError(
                 f"Another extract-features is writing '{store}' (it holds '{path}'); "
                 "wait for it to finish or write to another -o file."

@@ -79,8 +79,11 @@ def _strings(dataset: h5py.Dataset) -> list[str]:
     return [str(s) for s in dataset.asstr()[...]] if len(dataset) else []
 
 
-def _hashes(dataset: h5py.Dataset) -> list[str]:
-    return [h.decode("ascii") for h in dataset[...]] if len(dataset) else []
+def _hashes(handle: h5py.File, column: str) -> list[str]:
+    """A hash column as hex strings, read once and checked (headstart.features.contents)."""
+    raw = handle[column][...]
+    check_hashes(raw, Path(handle.filename), column)
+    return [h.decode("ascii") for h in raw]
 
 
 def open_h5(path: str | Path, *, writing_after: bool = False) -> h5py.File:
@@ -183,14 +186,12 @@ def read_index(handle: h5py.File) -> Index:
         n_skipped = len(handle[schema.SKIPPED_PATHS])
         skipped_cols = [_strings(handle[schema.SKIPPED_PATHS]),
                         _strings(handle[schema.SKIPPED_REASONS]),
-                        _hashes(handle[schema.SKIPPED_HASHES])]
+                        _hashes(handle, schema.SKIPPED_HASHES)]
         for key in (schema.SKIPPED_SIZES, schema.SKIPPED_MTIMES):
             column = _optional(handle, key, n_skipped, name)
             skipped_cols.append(column[...].tolist() if column is not None else [-1] * n_skipped)
         skipped = [schema.Skipped(*row) for row in zip(*skipped_cols, strict=True)]
-        for column in (schema.HASHES, schema.SKIPPED_HASHES):
-            check_hashes(handle[column][...], Path(name), column)
-        paths, hashes = _strings(columns[schema.PATHS]), _hashes(columns[schema.HASHES])
+        paths, hashes = _strings(columns[schema.PATHS]), _hashes(handle, schema.HASHES)
         splits = _optional(handle, schema.GIVEN_SPLIT, n_rows, name)
         splits = _strings(splits) if splits is not None else None
         sizes, mtimes = (_optional(handle, key, n_rows, name)
@@ -349,12 +350,9 @@ def writers_of(store: str | Path) -> list[str]:
 def _check_unique(paths: list[str], store: Path) -> None:
     """StoreError when a path is stored twice (a merge interrupted before this check existed
     could leave such a store; every row would count twice)."""
-    if len(set(paths)) == len(paths):
+    twice = schema.repeated_paths(paths)
+    if not twice:
         return
-    counts: dict[str, int] = {}
-    for path in paths:
-        counts[path] = counts.get(path, 0) + 1
-    twice = [p for p, n in counts.items() if n > 1]
     raise StoreError(
         f"'{store}' holds {len(twice):,} images more than once (first: '{twice[0]}'); run "
         f"`merge-features --copy {store}` to keep one row of each.")

@@ -28,6 +28,8 @@ read as: unknown stat (files are hashed once), no given split, no pooling, folde
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -51,6 +53,14 @@ SKIPPED_MTIMES = "skipped/mtime_ns"
 LABEL_SOURCE = "label_source"
 MERGED_GENERATION = "merged_generation"  # the shard generation whose merge wrote the store
 DEFAULT_LABEL_SOURCE = "folders"  # stores written before label sources existed
+
+
+def repeated_paths(paths: Sequence[str]) -> list[str]:
+    """The paths that occur more than once, in order of first occurrence (a store holds
+    each path once)."""
+    if len(set(paths)) == len(paths):
+        return []
+    return [path for path, n in Counter(paths).items() if n > 1]
 
 
 def label_source_kind(source: str) -> str:

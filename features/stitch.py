@@ -400,6 +400,7 @@ def remove_unreferenced_shards(store: Path, candidates: set[Path]) -> list[Path]
     """
     store = Path(store)
     referenced = referenced_shards(store)
+    active: dict[Path, set[str]] = {}  # folder -> generations of its unmerged plans
     removed = []
     for path in sorted(candidates):
         path = path.resolve() if path.exists() else path
@@ -407,9 +408,10 @@ def remove_unreferenced_shards(store: Path, candidates: set[Path]) -> list[Path]
         if (not match or path in referenced or not path.parent.name.endswith(".shards")
                 or not path.is_file()):
             continue
-        active = {m.group(1) for p in path.parent.iterdir()
-                  if (m := PLAN_PATTERN.fullmatch(p.name))}
-        if match.group(1) in active:
+        if path.parent not in active:
+            active[path.parent] = {m.group(1) for p in path.parent.iterdir()
+                                   if (m := PLAN_PATTERN.fullmatch(p.name))}
+        if match.group(1) in active[path.parent]:
             continue
         path.unlink()
         removed.append(path)

@@ -19,7 +19,6 @@ import io
 import os
 import resource
 import shutil
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -154,9 +153,8 @@ def write_index(
     sizes, mtimes: each file's size (bytes) and modification time (ns) when it was read.
     skipped: (path, reason, sha256[, size, mtime_ns]) of each unreadable file.
     """
-    if len(set(paths)) != len(paths):  # a store holds each path once (stitch ensures it)
-        twice = next(p for p, n in Counter(paths).items() if n > 1)
-        raise StoreError(f"'{handle.filename}' would hold '{twice}' twice; nothing was "
+    if twice := schema.repeated_paths(paths):  # a store holds each path once (stitch)
+        raise StoreError(f"'{handle.filename}' would hold '{twice[0]}' twice; nothing was "
                          "written (please report this).")
     labels = folder_labels(paths) if labels is None else labels
     handle.create_dataset(schema.LABELS, data=label_indices(labels, classes), maxshape=(None,))

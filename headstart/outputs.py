@@ -220,19 +220,6 @@ def replace_file(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def printable_path(path: str) -> str:
-    """`path` with bytes that are not UTF-8 written as \\xNN escapes (never a UnicodeError).
-
-    Paths from the file system carry such bytes as surrogates (os.fsdecode); a CSV or
-    JSON file holds the escaped form, which says which byte it was.
-    """
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def exchange(a: Path, b: Path) -> bool:
     """Swap the names `a` and `b` atomically (Linux renameat2 with RENAME_EXCHANGE).
 

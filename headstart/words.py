@@ -1,6 +1,9 @@
-"""Counted nouns for messages: "1 image", "3 images"."""
+"""Words for messages and names: counted nouns ("1 image", "3 images"), and names made
+safe to print on a terminal or write to a UTF-8 file."""
 
 from __future__ import annotations
+
+import os
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
@@ -30,3 +33,16 @@ def shown(text: object) -> str:
         else:
             out.append(f"\\u{code:04x}")
     return "".join(out)
+
+
+def printable_path(path: str) -> str:
+    """`path` with bytes that are not UTF-8 written as \\xNN escapes (never a UnicodeError).
+
+    Paths from the file system carry such bytes as surrogates (os.fsdecode); a CSV or
+    JSON file holds the escaped form, which says which byte it was.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
