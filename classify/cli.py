@@ -161,6 +161,9 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", metavar="PATH",
                         help="the weights file the store was extracted with, if it moved "
                              "(its sha256 must match the recorded one)")
+    parser.add_argument("--backbone", metavar="PATH",
+                        help="the KerasHub preset folder the store was extracted with, if "
+                             "it moved (the sha256 of its weights and config must match)")
     return parser
 
 
@@ -174,7 +177,7 @@ def _predict(args: argparse.Namespace) -> int:
         predictions = predict_store(head, args.features)
     else:
         predictions = predict_images(head, args.inputs, batch_size=args.batch_size,
-                                     weights_path=args.weights)
+                                     weights_path=args.weights, preset=args.backbone)
     for path, reason in predictions.skipped:
         print(f"predict: skipped '{shown(path)}': {shown(reason)}", file=sys.stderr)
     if predictions.paths:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.classify.head import Head
-from headstart.errors import ClassifyError, OutputError
+from headstart.errors import ClassifyError, OutputError, UsageError
 from headstart.features import open_store
 from headstart.outputs import replace_file
 from headstart.words import printable_path, shown
@@ -53,11 +53,13 @@ class Predictions:
 
 
 def predict_images(head: Head, inputs: Sequence[str | Path], *, batch_size: int = 32,
-                   weights_path: str | Path | None = None) -> Predictions:
+                   weights_path: str | Path | None = None,
+                   preset: str | Path | None = None) -> Predictions:
     """Find images in `inputs` (files or folders), embed them as the head's store did, predict.
 
     weights_path: the weights file, when the head's features came from one (sha256 is checked);
         default: where the store recorded it.
+    preset: the KerasHub preset folder, when the features came from one that moved.
     """
     from headstart.extract import embed_files, find_images
 
@@ -67,7 +69,7 @@ def predict_images(head: Head, inputs: Sequence[str | Path], *, batch_size: int 
             f"No images found in {', '.join(repr(str(p)) for p in inputs)}; give image files "
             "or folders that contain some."
         )
-    backbone = backbone_for_head(head, weights_path)
+    backbone = backbone_for_head(head, weights_path, preset)
     embedded = embed_files(files, backbone, batch_size=batch_size)
     skipped = [(str(path), str(reason)) for path, reason in embedded.skipped]
     if not len(embedded.paths):
@@ -76,14 +78,27 @@ def predict_images(head: Head, inputs: Sequence[str | Path], *, batch_size: int 
                        head.classes, skipped)
 
 
-def backbone_for_head(head: Head, weights_path: str | Path | None = None):
+def backbone_for_head(head: Head, weights_path: str | Path | None = None,
+                      preset: str | Path | None = None):
     """The extraction backbone that made the head's features (a headstart.extract.Backbone).
 
     weights_path: the weights file, when the features came from one; default: where the
-    store recorded it. Raises WeightsError when it is missing or its sha256 differs.
+    store recorded it. preset: the KerasHub preset (folder or handle), when the features
+    came from one; default: the one the store recorded. Raises WeightsError when either is
+    missing or its sha256 differs, UsageError when one is given for the other kind.
     """
     from headstart.extract import backbone_for_identity
 
+    model = head.identity.model
+    if model.startswith("keras_hub:"):
+        if weights_path:
+            raise UsageError(f"These features came from the KerasHub preset {model}, which "
+                             "takes no --weights; pass --backbone PATH if its folder moved.")
+        return backbone_for_identity(head.identity, weights_path=str(preset or
+                                                                     head.weights_path or ""))
+    if preset:
+        raise UsageError(f"--backbone is for features made with a KerasHub preset; these came "
+                         f"from {model} (pass --weights PATH if its weights file moved).")
     return backbone_for_identity(head.identity, weights_path=weights_file(head, weights_path))
 
 

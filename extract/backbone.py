@@ -12,6 +12,7 @@ built, not when this module is imported.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -20,7 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from headstart.errors import UsageError, WeightsError
-from headstart.extract.backbones import DEFAULT_BACKBONE, BackboneInfo, backbone_info
+from headstart.extract.backbones import (
+    DEFAULT_BACKBONE,
+    BackboneInfo,
+    backbone_info,
+    keras_name,
+)
 from headstart.extract.images import RESIZE
 from headstart.extract.precision import AUTO, CHOICES, choose, this_machine
 from headstart.features.schema import Identity, sha256_file
@@ -59,8 +65,7 @@ class WeightsSpec:
             return "imagenet"
         if self.source == "none":
             return f"none (seed {self.seed})"
-        info = os.stat(self.source)
-        return f"sha256:{_file_hash(self.source, info.st_size, info.st_mtime_ns)}"
+        return file_identity(self.source)
 
     @classmethod
     def from_identity(cls, weights: str, path: str | None = None) -> WeightsSpec:
@@ -84,6 +89,12 @@ class WeightsSpec:
         return spec
 
 
+def file_identity(path: str) -> str:
+    """"sha256:<hex>" of a weights file, hashed once per process while it is unchanged."""
+    info = os.stat(path)
+    return f"sha256:{_file_hash(str(path), info.st_size, info.st_mtime_ns)}"
+
+
 @functools.lru_cache(maxsize=8)
 def _file_hash(path: str, size: int, mtime_ns: int) -> str:
     """sha256 of a weights file (hundreds of MB), hashed once per process while unchanged."""
@@ -96,9 +107,17 @@ def pipeline_identity(weights: str, dtype: str = "float32", precision: str = "fl
 
     layer: None for the backbone's default feature; another layer name costs one build of
         the (untrained) architecture to learn whether its output is pooled.
+    A KerasHub preset carries its own weights: `weights` is ignored and the identity
+    records the sha256 of its model.weights.h5 and config.json, and the converter's resize.
     """
     info = backbone_info(backbone)
     layer = layer or info.layer
+    if info.preset:
+        from headstart.extract import hub
+
+        hub.feature_dim(info, layer)
+        return Identity(info.name, layer, hub.weights_identity(info), info.input_size,
+                        info.resize.describe(), info.preprocessing, dtype, precision, "none")
     pooling = info.pooling if layer == info.layer else _layer_pooling(info.name, layer)
     return Identity(info.name, layer, weights, info.input_size, RESIZE, info.preprocessing,
                     dtype, precision, pooling)
@@ -158,6 +177,11 @@ def build_application(keras, info: BackboneInfo, spec: WeightsSpec, *, include_t
 def _feature_output(keras, info: BackboneInfo, spec: WeightsSpec, layer: str | None):
     """(model from preprocessed pixels to the layer's raw output, include_top used)."""
     layer = layer or info.layer
+    if info.preset:
+        from headstart.extract import hub
+
+        policy = keras.mixed_precision.global_policy().name
+        return hub.feature_model(keras, info, layer, policy), False
     if layer == info.layer:
         if info.top:  # VGG's fc2
             base = build_application(keras, info, spec, include_top=True)
@@ -190,7 +214,7 @@ def build_feature_model(keras, info: BackboneInfo, spec: WeightsSpec, layer: str
     elif len(output.shape) != 2:
         raise UsageError(f"Layer '{layer}' of {info.name} has output shape {output.shape}; "
                          "choose a layer with a 2-d or 4-d output.")
-    model = keras.Model(raw.input, output, name=f"{info.name.lower()}_features")
+    model = keras.Model(raw.input, output, name=f"{keras_name(info.name)}_features")
     model.trainable = False
     return model
 
@@ -230,7 +254,8 @@ class Backbone:
         self.spec = spec
         self.info = backbone_info(backbone)
         self.identity = pipeline_identity(spec.identity_string(), dtype, precision,
-                                          backbone=self.info.name, layer=layer)
+                                          backbone=self.info.preset or self.info.name,
+                                          layer=layer)
         self.batch_size = batch_size
         if devices is None:
             devices = [d.name for d in tf.config.list_logical_devices("GPU")]
@@ -242,9 +267,16 @@ class Backbone:
             for device in self.devices:
                 with _on(tf, device):
                     model = self._build(keras, spec, layer, first=not self._forwards)
-                self._forwards.append(self._compiled(tf, model, device, signature))
-        module = getattr(keras.applications, self.info.module)
-        self._preprocess = module.preprocess_input
+                self._forwards.append(self._compiled(tf, model, device, signature,
+                                                     per_image=bool(self.info.preset)))
+        # What the decoding threads apply to each image (None: PIL's squash to size).
+        self.resize = self.info.resize
+        if self.info.preset:
+            from headstart.extract import hub
+
+            self._preprocess = functools.partial(hub.preprocess, self.info)
+        else:
+            self._preprocess = getattr(keras.applications, self.info.module).preprocess_input
 
     def _build(self, keras, spec: WeightsSpec, layer: str | None, *, first: bool):
         """The feature model; copies for further devices take the first one's weights."""
@@ -257,11 +289,24 @@ class Backbone:
         return copy
 
     @staticmethod
-    def _compiled(tf, model, device, signature):
+    def _compiled(tf, model, device, signature, *, per_image: bool = False):
         # One graph, traced once for the one batch shape: an eager call was measured ~10%
         # slower, and a graph per shape would let a row depend on its batch's size.
+        # per_image (KerasHub transformers): a Dense layer over (batch x tokens, hidden)
+        # gives a row that depends on its place in the batch (float32: up to 1e-6 on the
+        # tiny ViT and DINOv2 of the tests), so each image is its own call inside the
+        # graph, batch_size of them in flight (tf.map_fn), and a row depends only on its
+        # image.
+        row = tf.TensorSpec(model.output.shape[1:], tf.float32)
+
+        def one(image):
+            return tf.cast(model(image[None], training=False)[0], tf.float32)
+
         def forward(x):
             with _on(tf, device):
+                if per_image:
+                    return tf.map_fn(one, x, fn_output_signature=row,
+                                     parallel_iterations=signature[0].shape[0])
                 return tf.cast(model(x, training=False), tf.float32)
 
         return tf.function(forward, input_signature=signature)
@@ -283,19 +328,21 @@ class Backbone:
         return len(self._forwards)
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (n, s, s, 3) RGB -> float32 model input, by the backbone's preprocess_input."""
+        """uint8 (n, s, s, 3) RGB -> float32 model input, by the backbone's preprocess_input
+        (a KerasHub preset: its ImageConverter's scale and offset)."""
         return self._preprocess(np.asarray(pixels, dtype=np.float32))
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        """pixels: uint8, shape (n, s, s, 3), RGB, s = input_size, any n -> float32,
-        (n, feature_dim); computed batch_size images per call and device (see the class)."""
+        """pixels: shape (n, s, s, 3), RGB, s = input_size, any n: uint8, or float32 from a
+        KerasHub preset's converter resize -> float32, (n, feature_dim); computed
+        batch_size images per call and device (see the class)."""
         pixels = np.asarray(pixels)
         n = len(pixels)
         if n == 0:
             return np.zeros((0, self.feature_dim), np.float32)
         step = self.batch_size
         calls = -(-n // step)
-        padded = np.zeros((calls * step, *pixels.shape[1:]), np.uint8)
+        padded = np.zeros((calls * step, *pixels.shape[1:]), pixels.dtype)
         padded[:n] = pixels
         batches = self.preprocess(padded).reshape(calls, step, *pixels.shape[1:])
         # Dispatch a call on every device before reading any result, so the devices run
@@ -316,8 +363,11 @@ def backbone_for_identity(identity: Identity, weights_path: str | None = None, *
     without AMX/AVX512-BF16, float16 without a GPU): slower, emulated by TensorFlow, but
     the same arithmetic, so new images get the rows the head was fitted on.
     weights_path: needed only when the identity names a weights file by hash; the file
-    given must hash to the recorded value. Raises WeightsError or UsageError.
+    given must hash to the recorded value. For a KerasHub preset it is the preset (folder or
+    handle) the store recorded, or another copy of it. Raises WeightsError or UsageError.
     """
+    if identity.model.startswith("keras_hub:"):
+        return _hub_backbone_for_identity(identity, weights_path, batch_size)
     expected = pipeline_identity(identity.weights, identity.dtype, identity.precision,
                                  backbone=identity.model, layer=identity.layer)
     if identity != expected:
@@ -328,3 +378,26 @@ def backbone_for_identity(identity: Identity, weights_path: str | None = None, *
     spec = WeightsSpec.from_identity(identity.weights, weights_path)
     return Backbone(spec, backbone=identity.model, layer=identity.layer, dtype=identity.dtype,
                     precision=identity.precision, batch_size=batch_size)
+
+
+def _hub_backbone_for_identity(identity: Identity, preset: str | None,
+                               batch_size: int) -> Backbone:
+    """The Backbone of a KerasHub store's identity, from `preset` (the folder or handle the
+    store recorded, or a copy of it), checked against the recorded sha256 of its weights
+    and config and its converter before any model is built."""
+    from headstart.extract.hub import hub_info, source_of
+
+    info = hub_info(preset or source_of(identity.model))
+    layer = identity.layer if identity.layer in dict(info.layers) else info.layer
+    expected = pipeline_identity("imagenet", identity.dtype, identity.precision,
+                                 backbone=info.preset, layer=layer)
+    if os.path.isabs(info.preset):  # a folder's name may change; its contents may not
+        expected = dataclasses.replace(expected, model=identity.model)
+    if identity != expected:
+        raise WeightsError(
+            f"KerasHub preset '{info.preset}' makes other rows than the features' ("
+            + "; ".join(identity.differences(expected)) + "); pass --backbone PATH of the "
+            "preset folder used for extraction."
+        )
+    return Backbone(WeightsSpec("imagenet"), backbone=info.preset, layer=identity.layer,
+                    dtype=identity.dtype, precision=identity.precision, batch_size=batch_size)

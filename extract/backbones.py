@@ -9,12 +9,16 @@ input size and its standard linear-probe feature:
 
 Feature sizes and layer names were read from Keras 3's own models (weights=None);
 `tests/test_extract_backbones.py` checks one model of each family against Keras, and
-`bench/run.py --only backbones` builds every entry. Nothing here imports TensorFlow.
+`bench/run.py --only backbones` builds every entry. KerasHub presets get their row from
+the preset's own files (`headstart.extract.hub.hub_info`). Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from headstart.errors import UsageError
 
@@ -25,6 +29,7 @@ CAFFE = "caffe: RGB->BGR, ImageNet means subtracted"
 TF = "tf: scaled to [-1, 1]"
 TORCH = "torch: scaled to [0, 1], ImageNet mean and std normalised"
 INSIDE = "identity: the model rescales and normalises inside"
+HUB = "keras_hub: the preset's ImageConverter scale and offset"
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,12 @@ class BackboneInfo:
     feature_dim: length of the default feature row.
     mode: what `preprocess_input` does (one of CAFFE, TF, TORCH, INSIDE).
     top: build with include_top=True for the default layer (the fc layers of VGG).
+
+    KerasHub presets (`headstart.extract.hub`) fill the rest: preset (what to load: a
+    handle, a built-in name or an absolute folder), scale and offset (the ImageConverter's,
+    per RGB channel, None when not applied), resize (its geometry, a ConverterResize),
+    layers ((feature, size) pairs it offers) and registers (register tokens between the
+    class token and the patch tokens).
     """
 
     name: str
@@ -49,15 +60,25 @@ class BackboneInfo:
     feature_dim: int
     mode: str
     top: bool = False
+    preset: str | None = None
+    scale: tuple[float, float, float] | None = None
+    offset: tuple[float, float, float] | None = None
+    resize: Callable[[np.ndarray], np.ndarray] | None = None
+    layers: tuple[tuple[str, int], ...] = ()
+    registers: int = 0
 
     @property
     def pooling(self) -> str:
         """How the default layer becomes a row: "none" (a vector) or "avg" (spatial mean)."""
-        return "none" if self.top else "avg"
+        return "none" if self.top or self.preset else "avg"
 
     @property
     def preprocessing(self) -> str:
         """The store's `preprocessing` attribute for this backbone."""
+        if self.preset:
+            from headstart.extract.hub import describe
+
+            return describe(self)
         return f"keras.applications.{self.module}.preprocess_input ({self.mode})"
 
 
@@ -113,33 +134,59 @@ BACKBONES: dict[str, BackboneInfo] = {row.name: row for row in (
 )}
 
 
-def backbone_info(name: str) -> BackboneInfo:
-    """The table row of `name` (exact keras.applications spelling, any case accepted).
+def keras_name(name: str) -> str:
+    """`name` as a valid Keras model/scope name: letters, digits and _.- only, lower case
+    ("keras_hub:dinov2_base" -> "keras_hub_dinov2_base")."""
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in name.lower())
 
-    Raises UsageError naming the closest choices when the backbone is unknown.
+
+def backbone_info(name: str) -> BackboneInfo:
+    """The table row of `name`: a keras.applications name (exact spelling, any case
+    accepted) or a KerasHub preset (`headstart.extract.hub`: a built-in name, an `hf://` or
+    `kaggle://` handle, a local preset folder, or a recorded `keras_hub:` model).
+
+    Raises UsageError naming the closest choices when the backbone is unknown (and the
+    pip install when it is a KerasHub name but keras-hub is missing), WeightsError when a
+    remote preset's config cannot be downloaded.
     """
     if name in BACKBONES:
         return BACKBONES[name]
     by_lower = {key.lower(): row for key, row in BACKBONES.items()}
     if name.lower() in by_lower:
         return by_lower[name.lower()]
+    from headstart.extract import hub
+
+    if hub.looks_like_preset(name):
+        return hub.hub_info(name)
+    try:
+        presets = hub.builtin_presets()
+    except UsageError:
+        if name.lower().startswith(tuple(hub.FAMILIES)):
+            raise
+        presets = []
+    if name in presets:
+        return hub.hub_info(name)
     import difflib
 
-    close = difflib.get_close_matches(name, list(BACKBONES), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, [*BACKBONES, *presets], n=3, cutoff=0.5)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UsageError(
         f"Unknown backbone '{name}'{hint}; `extract-features --list-backbones` lists the "
-        f"{len(BACKBONES)} available."
+        f"{len(BACKBONES)} keras.applications models and the KerasHub families."
     )
 
 
 def format_table() -> str:
-    """The table as text: name, input size, default layer, feature size, preprocessing."""
+    """The table as text: name, input size, default layer, feature size, preprocessing;
+    then the KerasHub families (`headstart.extract.hub.format_table`)."""
+    from headstart.extract.hub import format_table as hub_table
+
     rows = [("backbone", "input", "feature", "dim", "preprocess_input")]
     for row in BACKBONES.values():
         layer = row.layer + (" (avg-pooled)" if row.pooling == "avg" else "")
         rows.append((row.name, f"{row.input_size}", layer, f"{row.feature_dim}",
                      f"{row.module} ({row.mode.split(':')[0]})"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+                      for r in rows)
+    return f"{table}\n\n{hub_table()}"

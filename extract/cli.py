@@ -42,18 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="store file (default: %(default)s)")
     model = parser.add_argument_group("backbone")
     model.add_argument("--backbone", default=DEFAULT_BACKBONE, metavar="NAME",
-                       help="a keras.applications model (default: %(default)s; "
-                            "--list-backbones shows all)")
+                       help="a keras.applications model, or a KerasHub preset: dinov2_base, "
+                            "hf://..., kaggle://... or a preset folder, ./FOLDER (default: "
+                            "%(default)s; --list-backbones shows all)")
     model.add_argument("--layer", metavar="LAYER",
                        help="store this layer's output instead of the backbone's default "
                             "(fc2 for VGG, else the pooled last stage); 4-d outputs are "
-                            "average-pooled")
+                            "average-pooled; KerasHub DINOv2 presets: cls_token")
     model.add_argument("--list-backbones", action="store_true",
                        help="print the backbones with input and feature sizes, and exit")
     model.add_argument(
         "--weights", default="imagenet",
         help="'imagenet' (Keras downloads and caches them), 'none' (seeded random init, for "
-        "smoke tests) or PATH to a Keras weights file for the backbone (default: %(default)s)")
+        "smoke tests) or PATH to a Keras weights file for the backbone; a KerasHub preset "
+        "brings its own and takes no --weights (default: %(default)s)")
     model.add_argument("--seed", type=argument_type(OPTIONS["seed"]), default=0,
                        help="seed for --weights none (default: %(default)s)")
     labels = parser.add_argument_group("labels (default: the folders)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,8 @@ from headstart.extract.images import UnreadableImageError, decode_pixels, read_f
 
 @dataclass
 class Decoded:
-    """One input file: pixels (uint8, (size, size, 3)) or the reason it was unreadable."""
+    """One input file: pixels ((size, size, 3): uint8, or float32 from a preset's converter
+    resize) or the reason it was unreadable."""
 
     key: str
     sha256: str
@@ -45,8 +46,9 @@ def default_workers() -> int:
     return max(1, min(16, usable))
 
 
-def decode_one(key: str, path: str | Path, size: int = 224) -> Decoded:
-    """Never raises for a bad file: the failure becomes `reason`."""
+def decode_one(key: str, path: str | Path, size: int = 224,
+               resize: Callable[[np.ndarray], np.ndarray] | None = None) -> Decoded:
+    """Never raises for a bad file: the failure becomes `reason` (resize: see decode_pixels)."""
     if heif_unavailable(str(path)):
         return Decoded(key, _sha_or_empty(path), reason=HEIF_MISSING)
     try:
@@ -54,7 +56,7 @@ def decode_one(key: str, path: str | Path, size: int = 224) -> Decoded:
     except UnreadableImageError as error:
         return Decoded(key, "", reason=str(error))
     try:
-        return Decoded(key, file.sha256, decode_pixels(file.data, size), None, file.size,
+        return Decoded(key, file.sha256, decode_pixels(file.data, size, resize), None, file.size,
                        file.mtime_ns)
     except UnreadableImageError as error:
         return Decoded(key, file.sha256, None, str(error), file.size, file.mtime_ns)
@@ -69,14 +71,15 @@ def _sha_or_empty(path: str | Path) -> str:
 
 def decode_stream(
     items: Iterable[tuple[str, str | Path]], *, size: int = 224, workers: int | None = None,
-    lookahead: int = 64,
+    lookahead: int = 64, resize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[Decoded]:
-    """Decoded files for (key, path) items, yielded in input order."""
+    """Decoded files for (key, path) items, yielded in input order (resize: see
+    `headstart.extract.images.decode_pixels`)."""
     pool = ThreadPoolExecutor(workers or default_workers(), thread_name_prefix="decode")
     pending: deque = deque()
     try:
         for key, path in items:
-            pending.append(pool.submit(decode_one, key, path, size))
+            pending.append(pool.submit(decode_one, key, path, size, resize))
             if len(pending) >= lookahead:
                 yield pending.popleft().result()
         while pending:
@@ -104,7 +107,7 @@ def batched(stream: Iterable[Decoded], batch_size: int) -> Iterator[list[Decoded
 
 
 def stack_pixels(group: list[Decoded]) -> np.ndarray:
-    """uint8 batch (n_readable, size, size, 3) of a group's readable images."""
+    """Batch (n_readable, size, size, 3) of a group's readable images (dtype as decoded)."""
     return np.stack([item.pixels for item in group if item.pixels is not None])
 
 

@@ -2,7 +2,8 @@
 
 Every image goes through one pipeline, recorded in the store as `RESIZE`:
 EXIF orientation -> first frame -> 8-bit RGB (16-bit scaled, alpha composited on white)
--> size x size (the backbone's input size) with PIL's bilinear filter. JPEGs are decoded
+-> size x size (the backbone's input size) with PIL's bilinear filter (KerasHub presets:
+their ImageConverter's resize instead, `headstart.extract.hub`). JPEGs are decoded
 at reduced size first (DCT scaling via `Image.draft`) when they are at least twice the
 target size, which is what keeps large photos cheap. The backbone's own
 `preprocess_input` is applied later, on batches.
@@ -14,6 +15,7 @@ import hashlib
 import io
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -95,8 +97,15 @@ def _kind(mode: int) -> str:
     return "not a plain file"
 
 
-def decode_pixels(data: bytes, size: int = 224) -> np.ndarray:
-    """uint8 RGB pixels, shape (size, size, 3), of an encoded image; UnreadableImageError if not."""
+def decode_pixels(data: bytes, size: int = 224,
+                  resize: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Model-ready RGB pixels of an encoded image; UnreadableImageError if not.
+
+    Returns uint8 (size, size, 3) squashed with PIL's bilinear filter, or, with `resize`
+    (a KerasHub preset's converter geometry, `headstart.extract.hub.ConverterResize`),
+    whatever `resize` makes of the upright uint8 RGB image at its own aspect ratio
+    (float32 (size, size, 3) for a converter). JPEG DCT scaling applies to both.
+    """
     if not data:
         raise UnreadableImageError("empty file")
     try:
@@ -110,6 +119,8 @@ def decode_pixels(data: bytes, size: int = 224) -> np.ndarray:
             image.load()
             image = _upright(image)
             rgb = to_rgb8(image)
+            if resize is not None:
+                return resize(np.asarray(rgb, dtype=np.uint8))
             return np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.uint8)
     except UnreadableImageError:
         raise

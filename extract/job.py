@@ -67,7 +67,15 @@ class Job:
             raise TypeError(f"unknown extraction options: {', '.join(unknown)}")
         check_options(options, OPTIONS, nullable=("workers",), flags=FLAGS)
         if "backbone" in options:
-            options["backbone"] = backbone_info(options["backbone"]).name
+            info = backbone_info(options["backbone"])
+            options["backbone"] = info.preset or info.name
+            weights = options.get("weights", "imagenet")
+            if info.preset and weights != "imagenet":
+                raise UsageError(
+                    f"--weights {weights} is for keras.applications backbones; a KerasHub "
+                    "preset carries its own weights: pass another preset, or a preset "
+                    "folder, as --backbone."
+                )
         job = cls(Path(directory), Path(output), **options)
         job.labels.check()
         return job
@@ -164,25 +172,28 @@ def check_output(output: Path) -> None:
         ) from None
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of everything that shapes the numbers, recorded with the store."""
+def library_versions(preset: bool = False) -> dict[str, str]:
+    """Versions of everything that shapes the numbers, recorded with the store (keras-hub's
+    too for a KerasHub preset)."""
     from importlib.metadata import version
 
-    return {f"version_{name}": version(name)
-            for name in ("tensorflow", "keras", "numpy", "h5py", "pillow")}
+    names = ("tensorflow", "keras", "numpy", "h5py", "pillow") + (("keras-hub",) if preset
+                                                                  else ())
+    return {f"version_{name.replace('-', '_')}": version(name) for name in names}
 
 
 def provenance(job: Job, catalog: Catalog, spec: WeightsSpec) -> dict:
     return {
         "source_dir": str(catalog.root.resolve()),
         "seed": spec.seed,
-        "weights_path": spec.path or "",
+        # A KerasHub store records its preset (folder or handle) here, for predict/export.
+        "weights_path": spec.path or backbone_info(job.backbone).preset or "",
         "tool": "headstart",
         "tool_version": __version__,
         "command": job.command or "",
         "updated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         schema.LABEL_SOURCE: catalog.label_source,
-        **library_versions(),
+        **library_versions(preset=bool(backbone_info(job.backbone).preset)),
     }
 
 

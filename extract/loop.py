@@ -35,7 +35,7 @@ def embedded_batches(items: Iterable[tuple[str, str | Path]], backbone, *, batch
     files ride along in the group where they occurred, with rows only for readable ones.
     """
     stream = decode_stream(items, size=backbone.identity.input_size, workers=workers,
-                           lookahead=2 * batch_size)
+                           lookahead=2 * batch_size, resize=getattr(backbone, "resize", None))
     for group in batched(stream, batch_size):
         if any(d.pixels is not None for d in group):
             yield group, backbone.embed(stack_pixels(group))

@@ -245,3 +245,74 @@ def calibrated_weights(path: Path, backbone: str = "MobileNet", photos: Path = S
                                 message=".*__array__ implementation doesn't accept a copy")
         model.save_weights(path)
     return path
+
+
+# ---- KerasHub presets ---------------------------------------------------------------------
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def tiny_presets(root: Path) -> dict[str, Path]:
+    """Small, randomly initialised (seed 0) KerasHub presets of every supported family,
+    saved by KerasHub's own `save_to_preset` (config.json, model.weights.h5,
+    image_converter.json), to be loaded through the real `from_preset` path.
+
+    The DINOv2 one is saved at 70x70 with a 56x56 bicubic, antialiased converter, as the
+    real presets are saved at their pre-training size (518) with a 224 converter, and has
+    2 register tokens; the ViT one squashes (crop_to_aspect_ratio=False), as SigLIP's do.
+    """
+    import keras
+    import keras_hub
+
+    models, converters = keras_hub.models, keras_hub.layers
+    imagenet = {"scale": [1 / (255 * s) for s in IMAGENET_STD],
+                "offset": [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]}
+    small = {"num_layers": 2, "num_heads": 2, "hidden_dim": 32}
+    keras.utils.set_random_seed(0)
+    built = {
+        "dinov2": (models.DINOV2Backbone(patch_size=14, intermediate_dim=64,
+                                         image_shape=(70, 70, 3),
+                                         position_embedding_shape=(70, 70, 3),
+                                         num_register_tokens=2, **small),
+                   converters.DINOV2ImageConverter(image_size=(56, 56), interpolation="bicubic",
+                                                   antialias=True, **imagenet)),
+        "vit": (models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, mlp_dim=64, **small),
+                converters.ViTImageConverter(image_size=(32, 32), scale=1 / 127.5, offset=-1.0,
+                                             crop_to_aspect_ratio=False)),
+    }
+    folders = {}
+    for family, (backbone, converter) in built.items():
+        folders[family] = root / f"tiny_{family}"
+        with warnings.catch_warnings():  # KerasHub 0.32's DINOv2 saving, numpy 2's __array__
+            warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+            backbone.save_to_preset(str(folders[family]))
+        converter.save_to_preset(str(folders[family]))
+    keras.backend.clear_session()
+    return folders
+
+
+def keras_hub_rows(preset: Path, images: list[np.ndarray], layer: str | None = None
+                   ) -> np.ndarray:
+    """Reference rows: KerasHub's own from_preset ImageConverter and backbone, one decoded
+    uint8 image (h, w, 3) at a time, given to the converter as float32 (what
+    keras.utils.img_to_array makes; a uint8 input is resized back to uint8), reduced as each
+    family's authors do (see headstart.extract.hub)."""
+    import keras_hub
+
+    from headstart.extract.hub import CLS, hub_info
+
+    info = hub_info(str(preset))
+    size = info.input_size
+    shape = {"image_shape": (size, size, 3)} if info.family == "dinov2" else {}
+    backbone = keras_hub.models.Backbone.from_preset(str(preset), **shape)
+    converter = keras_hub.layers.ImageConverter.from_preset(str(preset))
+    inputs = backbone.input
+
+    def call(x):
+        return np.asarray(backbone({next(iter(inputs)): x} if isinstance(inputs, dict) else x))
+
+    tokens = np.concatenate([call(converter(image[None].astype(np.float32)))
+                             for image in images])
+    if info.family == "vit" or layer == CLS:
+        return tokens[:, 0]
+    return np.concatenate([tokens[:, 0], tokens[:, 1 + info.registers:].mean(axis=1)], axis=-1)
