@@ -41,6 +41,7 @@ from headstart.classify.fused import build_classifier
 from headstart.classify.head import Head
 from headstart.classify.persist import load_head
 from headstart.classify.softmax import import_keras, save_keras
+from headstart.errors import UsageError
 from headstart.options import Choice, check_options
 from headstart.outputs import FolderKind, check_replaceable, replace_folder
 
@@ -75,6 +76,13 @@ class Exported:
     model: object  # the keras.Model that was saved
 
 
+def refuse_keras_hub(head, command: str) -> None:
+    """UsageError for a head on KerasHub features, which `command` does not handle yet."""
+    if head.identity.model.startswith("keras_hub:"):
+        raise UsageError(f"{command} does not handle heads on KerasHub features yet "
+                         f"({head.identity.model}); predict and audit-features do.")
+
+
 def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = False,
                 quantize: str = "none", weights_path: str | Path | None = None,
                 log: Callable[[str], None] | None = None) -> Exported:
@@ -94,6 +102,7 @@ def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = Fal
     out_dir = Path(out_dir)
     check_replaceable(out_dir, EXPORT_FOLDER)
     head = load_head(head_dir)
+    refuse_keras_hub(head, "export-head")
     backbone = backbone_for_head(head, weights_path)
     keras, _ = import_keras()
     model = build_classifier(keras, backbone.model, head, backbone.info.mode)

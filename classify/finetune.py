@@ -50,6 +50,7 @@ from headstart.classify.export import (
     EXPORT_FOLDER,
     EXPORT_JSON,
     EXPORT_OPTIONS,
+    refuse_keras_hub,
     write_export,
 )
 from headstart.classify.finetune_data import TrainingImages, batches, find_training_images
@@ -166,6 +167,7 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
     head_dir = Path(head)
     out_dir = Path(out_dir) if out_dir is not None else head_dir.parent / "finetuned"
     model_head = load_head(head_dir)
+    refuse_keras_hub(model_head, "fine-tune")
     check_replaceable(out_dir, EXPORT_FOLDER)
     check_replaceable(checkpoint_dir(out_dir), CHECKPOINT_FOLDER,
                       option="-o (its checkpoint folder)")

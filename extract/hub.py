@@ -1,4 +1,4 @@
-"""KerasHub presets as backbones: the image towers of DINOv2 and ViT.
+"""KerasHub presets as backbones: the image towers of DINOv2, DINOv3, SigLIP, CLIP and ViT.
 
 `--backbone` takes, beside the keras.applications names, a KerasHub preset: a built-in name
 (`dinov2_base`), a handle (`hf://keras/dinov2_base`, `kaggle://keras/dinov2/keras/dinov2_base`)
@@ -9,8 +9,9 @@ substitutes random weights for a preset it cannot get. A folder named like a bui
 is taken as the folder only when written as a path (`./dinov2_base`), as KerasHub does.
 
 The feature of each family is the one its authors use for linear probes (FAMILIES): the
-class token concatenated with the mean of the patch tokens for DINOv2 (register tokens left
-out), the class token for ViT.
+class token concatenated with the mean of the patch tokens for DINOv2 and DINOv3 (register
+tokens left out), the attention-pooled embedding for SigLIP, the projected embedding for
+CLIP, the class token for ViT.
 
 Pixels: headstart's decoder (EXIF, modes, JPEG DCT scaling) makes uint8 RGB pixels at the
 image's own aspect ratio; the preset's ImageConverter geometry (ConverterResize: centre crop
@@ -24,7 +25,7 @@ file only by the JPEG DCT scaling (a JPEG at least twice the input size is decod
 1/4 or 1/8 scale).
 
 Presets are untrusted input: before KerasHub builds anything, every class a preset's
-config.json and image_converter.json name must be one of its family's (SUPPORTED), and
+config.json and image_converter.json name must be one of its family's (Family.classes), and
 KerasHub then deserialises them with Keras' safe mode (its default). keras-hub is an extra
 (`pip install 'headstart[hub]'`); nothing here imports it until a preset is named.
 """
@@ -54,6 +55,9 @@ PROBE_TIMEOUT_S = 2.0  # the connection test before a download; see fetch_file
 
 CLS_MEAN = "cls_token+mean_patch_tokens"
 CLS = "cls_token"
+POOLED = "pooled_image_embedding"
+PROJECTED = "projected_image_embedding"
+TWO_TOWERS = ("siglip", "clip")  # image + text encoders; rows from get_vision_embeddings
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,12 @@ class Feature:
 
 @dataclass(frozen=True)
 class Family:
-    """A supported KerasHub family: its classes (KerasHub 0.32) and its features.
+    """A supported KerasHub family (KerasHub 0.32): its classes and its features.
 
-    classes: (module, class_name) of every class its presets may name; anything else in a
-        preset's config is refused before KerasHub reads it.
+    module: the family's module prefix; its backbone and converter live in
+        `<module>_backbone` and `<module>_image_converter`.
+    encoders: the image and text encoder classes a two-tower backbone nests, in
+        `<module>_vision_encoder` and `<module>_text_encoder`.
     features: the default first.
     """
 
@@ -78,12 +84,18 @@ class Family:
     module: str
     features: tuple[Feature, ...]
     examples: str
+    encoders: tuple[str, str] | None = None
 
     @property
     def classes(self) -> frozenset[tuple[str, str]]:
-        return frozenset({(f"{self.module}_backbone", self.backbone),
-                          (f"{self.module}_image_converter", self.converter),
-                          ("keras", "DTypePolicy")})
+        """(module, class_name) of every class its presets may name; anything else in a
+        preset's JSON files is refused before KerasHub reads them."""
+        named = {(f"{self.module}_backbone", self.backbone),
+                 (f"{self.module}_image_converter", self.converter), ("keras", "DTypePolicy")}
+        if self.encoders:
+            named |= {(f"{self.module}_vision_encoder", self.encoders[0]),
+                      (f"{self.module}_text_encoder", self.encoders[1])}
+        return frozenset(named)
 
 
 DINO_SOURCE = ("DINOv2's linear evaluation (Oquab et al. 2023, arXiv:2304.07193; "
@@ -96,6 +108,27 @@ FAMILIES: dict[str, Family] = {
         (Feature(CLS_MEAN, DINO_SOURCE),
          Feature(CLS, "the class token alone (DINOv2's linear.py without avgpool)")),
         "dinov2_small, dinov2_base, dinov2_large, dinov2_with_registers_base"),
+    "dinov3": Family(
+        "DINOV3Backbone", "DINOV3ImageConverter", "keras_hub.src.models.dinov3.dinov3",
+        (Feature(CLS_MEAN, DINO_SOURCE + "; taken for DINOv3 (Simeoni et al. 2025, "
+                 "arXiv:2508.10104) as well, its successor with the same tokens"),
+         Feature(CLS, "the class token alone (the pooler output of DINOv3's Hugging Face "
+                 "model)")),
+        "dinov3_vit_small_lvd1689m, dinov3_vit_base_lvd1689m, dinov3_vit_large_lvd1689m"),
+    "siglip": Family(
+        "SigLIPBackbone", "SigLIPImageConverter", "keras_hub.src.models.siglip.siglip",
+        (Feature(POOLED, "SigLIP (Zhai et al. 2023, arXiv:2303.15343): the attention-pooled "
+                 "image embedding (MAP head) its zero-shot classifier compares with text; "
+                 "KerasHub's get_vision_embeddings"),),
+        "siglip_base_patch16_224, siglip2_base_patch16_224, siglip_so400m_patch14_384",
+        ("SigLIPVisionEncoder", "SigLIPTextEncoder")),
+    "clip": Family(
+        "CLIPBackbone", "CLIPImageConverter", "keras_hub.src.models.clip.clip",
+        (Feature(PROJECTED, "CLIP (Radford et al. 2021, arXiv:2103.00020): the class token "
+                 "projected into the joint space, encode_image, what its linear probes and "
+                 "clip_benchmark's use; KerasHub's get_vision_embeddings"),),
+        "clip_vit_base_patch32, clip_vit_base_patch16, clip_vit_large_patch14",
+        ("CLIPVisionEncoder", "CLIPTextEncoder")),
     "vit": Family(
         "ViTBackbone", "ViTImageConverter", "keras_hub.src.models.vit.vit",
         (Feature(CLS, "ViT (Dosovitskiy et al. 2021, arXiv:2010.11929, Sec. 3.1): the "
@@ -289,7 +322,7 @@ def named_classes(config) -> set[tuple[str, str]]:
 
 
 def check_classes(source: str, family: str, *configs: dict) -> None:
-    """UsageError unless every class the configs name belongs to `family` (SUPPORTED)."""
+    """UsageError unless every class the configs name belongs to `family` (Family.classes)."""
     allowed = FAMILIES[family].classes
     foreign = sorted(set().union(*(named_classes(c) for c in configs)) - allowed)
     if foreign:
@@ -364,18 +397,20 @@ def hub_info(name: str):
     check_classes(source, family, config, converter_file)
     body, converter = config.get("config", {}), converter_file.get("config", {})
     try:
-        size = [int(v) for v in converter.get("image_size") or body["image_shape"][:2]]
-        hidden = int(body["hidden_dim"])
+        vision = body["vision_encoder"]["config"] if family in TWO_TOWERS else body
+        size = [int(v) for v in converter.get("image_size") or vision["image_shape"][:2]]
+        hidden = int(vision["hidden_dim"])
+        projected = int(body.get("projection_dim", hidden))
     except (KeyError, TypeError, ValueError, IndexError):
         raise WeightsError(f"KerasHub preset '{source}' has no image size or hidden_dim in its "
                            "config; pass a folder written by save_to_preset.") from None
     if size[0] != size[1]:
         raise UsageError(f"KerasHub preset '{source}' converts images to {size[0]}x{size[1]}; "
                          "headstart needs a square input size.")
-    if family == "vit" and not body.get("use_class_token", True):
+    if family == "vit" and not vision.get("use_class_token", True):
         raise UsageError(f"KerasHub preset '{source}' is a ViT without a class token; "
                          "headstart stores the class token of ViT presets.")
-    dims = {CLS_MEAN: 2 * hidden, CLS: hidden}
+    dims = {CLS_MEAN: 2 * hidden, CLS: hidden, POOLED: hidden, PROJECTED: projected}
     layers = tuple((f.layer, dims[f.layer]) for f in FAMILIES[family].features)
     resize = ConverterResize(size[0], str(converter.get("interpolation", "bilinear")),
                              bool(converter.get("antialias", False)),
@@ -385,7 +420,7 @@ def hub_info(name: str):
         label_of(source), family, "keras_hub", size[0], layers[0][0], layers[0][1], HUB,
         preset=source, scale=_channels(converter.get("scale")),
         offset=_channels(converter.get("offset")), resize=resize, layers=layers,
-        registers=int(body.get("num_register_tokens", 0)),
+        registers=int(vision.get("num_register_tokens", 0)),
     )
 
 
@@ -470,9 +505,9 @@ def _with_dtype(config, precision: str):
 
 def _image_shape_override(info) -> dict:
     """DINOv2 presets are saved at their pre-training size (518) with a 224 converter: the
-    backbone is built at the converter's size (KerasHub interpolates its position
-    embeddings)."""
-    if info.family != "dinov2":
+    backbone is built at the converter's size (KerasHub interpolates DINOv2's position
+    embeddings; DINOv3's are rotary)."""
+    if not info.family.startswith("dino"):
         return {}
     config = read_json(info.preset, CONFIG_FILE).get("config", {})
     size = info.input_size
@@ -484,16 +519,22 @@ def _image_shape_override(info) -> dict:
 def feature_model(keras, info, layer: str | None, precision: str = "float32"):
     """Frozen keras.Model: converted float pixels (n, s, s, 3) -> rows (n, dim) of `layer`.
 
-    The backbone's token sequence (n, 1 + registers + patches, hidden), after its final
-    LayerNorm, is reduced to the class token [:, 0] (CLS) or to [class token, mean of the
-    patch tokens] (CLS_MEAN). Raises UsageError for an unknown feature, WeightsError.
+    DINOv2/v3 and ViT: the backbone's token sequence (n, 1 + registers + patches, hidden),
+    after its final LayerNorm, reduced to the class token [:, 0] (CLS) or to [class token,
+    mean of the patch tokens] (CLS_MEAN). SigLIP and CLIP: the backbone's own
+    get_vision_embeddings (SigLIP's attention-pooled embedding, CLIP's projected class
+    token; the text tower is loaded but never called). Raises UsageError for an unknown
+    feature, WeightsError.
     """
     layer = layer or info.layer
     feature_dim(info, layer)
     backbone = load_backbone(info, precision)
     size = info.input_size
     pixels = keras.Input(shape=(size, size, 3), name="images")
-    inputs = backbone.input
+    if info.family in TWO_TOWERS:
+        return _frozen(keras.Model(pixels, backbone.get_vision_embeddings(pixels),
+                                   name=f"{info.family}_features"))
+    inputs = backbone.input  # DINOv3's input is named pixel_values, the others' images
     tokens = backbone({next(iter(inputs)): pixels} if isinstance(inputs, dict) else pixels)
     if layer == CLS:
         rows = tokens[:, 0, :]
@@ -501,7 +542,10 @@ def feature_model(keras, info, layer: str | None, precision: str = "float32"):
         patches = tokens[:, 1 + info.registers:, :]
         rows = keras.ops.concatenate([tokens[:, 0, :], keras.ops.mean(patches, axis=1)],
                                      axis=-1)
-    model = keras.Model(pixels, rows, name=f"{info.family}_features")
+    return _frozen(keras.Model(pixels, rows, name=f"{info.family}_features"))
+
+
+def _frozen(model):
     model.trainable = False
     return model
 

@@ -259,7 +259,8 @@ def tiny_presets(root: Path) -> dict[str, Path]:
 
     The DINOv2 one is saved at 70x70 with a 56x56 bicubic, antialiased converter, as the
     real presets are saved at their pre-training size (518) with a 224 converter, and has
-    2 register tokens; the ViT one squashes (crop_to_aspect_ratio=False), as SigLIP's do.
+    2 register tokens; the SigLIP and ViT ones squash (crop_to_aspect_ratio=False), as
+    SigLIP's presets do (big_vision resizes to RES x RES without a crop).
     """
     import keras
     import keras_hub
@@ -268,6 +269,8 @@ def tiny_presets(root: Path) -> dict[str, Path]:
     imagenet = {"scale": [1 / (255 * s) for s in IMAGENET_STD],
                 "offset": [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]}
     small = {"num_layers": 2, "num_heads": 2, "hidden_dim": 32}
+    text = {"vocabulary_size": 64, "embedding_dim": 32, "hidden_dim": 32, "num_layers": 1,
+            "num_heads": 2, "intermediate_dim": 64}
     keras.utils.set_random_seed(0)
     built = {
         "dinov2": (models.DINOV2Backbone(patch_size=14, intermediate_dim=64,
@@ -276,6 +279,23 @@ def tiny_presets(root: Path) -> dict[str, Path]:
                                          num_register_tokens=2, **small),
                    converters.DINOV2ImageConverter(image_size=(56, 56), interpolation="bicubic",
                                                    antialias=True, **imagenet)),
+        "dinov3": (models.DINOV3Backbone(patch_size=16, intermediate_dim=64,
+                                         image_shape=(32, 32, 3), num_register_tokens=4,
+                                         **small),
+                   converters.DINOV3ImageConverter(image_size=(32, 32), **imagenet)),
+        "siglip": (models.SigLIPBackbone(
+                       models.SigLIPVisionEncoder(patch_size=8, intermediate_dim=64,
+                                                  image_shape=(32, 32, 3), **small),
+                       models.SigLIPTextEncoder(**text)),
+                   converters.SigLIPImageConverter(image_size=(32, 32), interpolation="bicubic",
+                                                   scale=1 / 127.5, offset=-1.0,
+                                                   crop_to_aspect_ratio=False)),
+        "clip": (models.CLIPBackbone(
+                     models.CLIPVisionEncoder(patch_size=8, intermediate_dim=64,
+                                              image_shape=(32, 32, 3), **small),
+                     models.CLIPTextEncoder(**text), projection_dim=24),
+                 converters.CLIPImageConverter(image_size=(32, 32), interpolation="bicubic",
+                                               **imagenet)),
         "vit": (models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, mlp_dim=64, **small),
                 converters.ViTImageConverter(image_size=(32, 32), scale=1 / 127.5, offset=-1.0,
                                              crop_to_aspect_ratio=False)),
@@ -303,7 +323,7 @@ def keras_hub_rows(preset: Path, images: list[np.ndarray], layer: str | None = N
 
     info = hub_info(str(preset))
     size = info.input_size
-    shape = {"image_shape": (size, size, 3)} if info.family == "dinov2" else {}
+    shape = {"image_shape": (size, size, 3)} if info.family.startswith("dino") else {}
     backbone = keras_hub.models.Backbone.from_preset(str(preset), **shape)
     converter = keras_hub.layers.ImageConverter.from_preset(str(preset))
     inputs = backbone.input
@@ -311,8 +331,10 @@ def keras_hub_rows(preset: Path, images: list[np.ndarray], layer: str | None = N
     def call(x):
         return np.asarray(backbone({next(iter(inputs)): x} if isinstance(inputs, dict) else x))
 
-    tokens = np.concatenate([call(converter(image[None].astype(np.float32)))
-                             for image in images])
+    images = [converter(image[None].astype(np.float32)) for image in images]
+    if info.family in ("siglip", "clip"):
+        return np.concatenate([np.asarray(backbone.get_vision_embeddings(x)) for x in images])
+    tokens = np.concatenate([call(x) for x in images])
     if info.family == "vit" or layer == CLS:
         return tokens[:, 0]
     return np.concatenate([tokens[:, 0], tokens[:, 1 + info.registers:].mean(axis=1)], axis=-1)

@@ -22,7 +22,7 @@ from headstart.extract import WeightsSpec, backbone_info, extract_features
 from headstart.extract.images import decode_pixels
 from headstart.features import open_store, sha256_file
 
-FAMILIES = ("dinov2", "vit")
+FAMILIES = ("dinov2", "dinov3", "siglip", "clip", "vit")
 PHOTOS = sorted(SAMPLE_PETS.rglob("*.jpg"))
 
 
@@ -67,8 +67,8 @@ def test_rows_equal_keras_hub_own_converter_and_model_on_non_square_images(
         presets, non_square, family):
     """Reference: KerasHub's from_preset ImageConverter and backbone on headstart's decoded
     image at its own aspect ratio. Tolerance: 1e-5 of the largest value (float32 round-off
-    of two graphs). The DINOv2 preset crops to the aspect ratio and the ViT one squashes:
-    the other geometry gives rows further off than that."""
+    of two graphs). The DINO and CLIP presets crop to the aspect ratio, the SigLIP and ViT
+    ones squash: the other geometry gives rows further off than that."""
     from headstart.extract import embed_files
 
     backbone = backbone_of(presets[family], batch_size=2)
@@ -89,11 +89,14 @@ def test_rows_equal_keras_hub_own_converter_and_model_on_non_square_images(
 def test_the_table_row_and_identity_come_from_the_preset(presets, tmp_path):
     from headstart.extract import pipeline_identity
 
-    dinov2, vit = backbone_info(str(presets["dinov2"])), backbone_info(str(presets["vit"]))
-    assert (dinov2.family, dinov2.feature_dim, dinov2.layer) == (
-        "dinov2", 64, "cls_token+mean_patch_tokens")
-    assert (vit.family, vit.feature_dim, vit.layer) == ("vit", 32, "cls_token")
-    assert dinov2.input_size == 56 and dinov2.registers == 2  # the converter's size, not 70
+    rows = {"dinov2": (64, "cls_token+mean_patch_tokens", 56, 2),  # converter's 56, not 70
+            "dinov3": (64, "cls_token+mean_patch_tokens", 32, 4),
+            "siglip": (32, "pooled_image_embedding", 32, 0),
+            "clip": (24, "projected_image_embedding", 32, 0), "vit": (32, "cls_token", 32, 0)}
+    for family, expected in rows.items():
+        info = backbone_info(str(presets[family]))
+        assert info.family == family and info.name == f"keras_hub:tiny_{family}"
+        assert (info.feature_dim, info.layer, info.input_size, info.registers) == expected
     identity = pipeline_identity("imagenet", backbone=str(presets["vit"]))
     assert identity.model == "keras_hub:tiny_vit"
     assert identity.weights == (f"sha256:{sha256_file(presets['vit'] / 'model.weights.h5')} "
@@ -129,8 +132,9 @@ def test_dino_class_token_alone_is_the_first_half_of_the_default_row(presets, no
         backbone_of(presets["dinov2"], layer="fc2")
 
 
-@pytest.mark.parametrize("family, precision", [("dinov2", "float32"),
-                                               ("vit", "mixed_bfloat16")])
+@pytest.mark.parametrize("family, precision", [
+    ("dinov2", "float32"), ("dinov3", "mixed_bfloat16"), ("siglip", "mixed_bfloat16"),
+    ("clip", "mixed_bfloat16"), ("vit", "float32")])
 def test_rows_do_not_depend_on_batching(presets, family, precision):
     """A row depends only on its image: alone, in a batch, or one place further on (a
     batched Dense over batch x tokens would move float32 rows by up to 1e-6)."""
@@ -144,6 +148,7 @@ def test_rows_do_not_depend_on_batching(presets, family, precision):
     np.testing.assert_array_equal(together, shifted)
     assert backbone.identity.precision == precision
     if precision == "mixed_bfloat16":  # every layer with weights computes in bfloat16
+        # (KerasHub's from_preset(dtype=) leaves CLIP's and SigLIP's encoders in float32)
         layers = [layer for layer in backbone.model._flatten_layers(include_self=False)
                   if layer.weights]
         assert layers and {layer.dtype_policy.name for layer in layers} == {precision}
@@ -173,8 +178,17 @@ def test_presets_naming_foreign_classes_or_missing_files_are_refused(presets, tm
     bert = hostile_copy(presets["vit"], tmp_path / "bert", lambda c: c.update(
         class_name="BertBackbone", module="keras_hub.src.models.bert.bert_backbone"))
     with pytest.raises(UsageError, match="is a BertBackbone; headstart extracts features with "
-                                         "dinov2, vit presets"):
+                                         "dinov2, dinov3, siglip, clip, vit presets"):
         backbone_info(str(bert))
+
+    def clip_text_tower_in_siglip(config):
+        config["config"]["text_encoder"]["module"] = "keras_hub.src.models.clip.clip_text_encoder"
+        config["config"]["text_encoder"]["class_name"] = "CLIPTextEncoder"
+
+    mixed = hostile_copy(presets["siglip"], tmp_path / "mixed", clip_text_tower_in_siglip)
+    with pytest.raises(UsageError, match="names the class CLIPTextEncoder .module keras_hub.src"
+                                         ".models.clip.clip_text_encoder., which a siglip"):
+        backbone_info(str(mixed))
     (tmp_path / "empty").mkdir()
     with pytest.raises(WeightsError, match="Preset folder '.*empty' has no config.json"):
         backbone_info(str(tmp_path / "empty"))
@@ -326,14 +340,47 @@ def test_the_audit_runs_on_a_preset_store(hub_store):
     assert len(audit.paths) == len(PHOTOS) and audit.proba.shape == (len(PHOTOS), 2)
 
 
+def test_shards_of_a_preset_extraction_merge_into_the_single_run_rows(presets, hub_store,
+                                                                     tmp_path):
+    from headstart.features.shards import merge_shards
+
+    store = tmp_path / "features.h5"
+    for index in range(2):
+        extract_features(SAMPLE_PETS, store, backbone=str(presets["dinov2"]),
+                         precision="float32", progress=False, log=lambda line: None,
+                         shard=(index, 2))
+    merge_shards(store)
+    with open_store(store) as merged, open_store(hub_store / "features.h5") as single:
+        assert merged.identity == single.identity
+        rows = dict(zip(merged.paths, merged.load_features(), strict=True))
+        for path, row in zip(single.paths, single.load_features(), strict=True):
+            np.testing.assert_array_equal(rows[path], row)
+
+
+def test_export_and_fine_tune_say_they_do_not_handle_preset_heads_yet(hub_store, tmp_path):
+    from headstart.classify.export import export_head
+    from headstart.classify.finetune import fine_tune
+
+    head = hub_store / "heads" / "logreg"
+    with pytest.raises(UsageError, match="export-head does not handle heads on KerasHub "
+                                         "features yet .keras_hub:tiny_dinov2.; predict"):
+        export_head(head, tmp_path / "model")
+    with pytest.raises(UsageError, match="fine-tune does not handle heads on KerasHub"):
+        fine_tune(hub_store / "features.h5", head, out_dir=tmp_path / "tuned")
+    assert not (tmp_path / "model").exists() and not (tmp_path / "tuned").exists()
+
+
 def test_list_backbones_shows_the_keras_hub_families_and_their_sources(capsys):
     from headstart.extract.cli import main as extract_main
 
     assert extract_main(["--list-backbones"]) == 0
     out = capsys.readouterr().out
     assert "pip install 'headstart[hub]'" in out
-    for text in ("dinov2_base", "vit_base_patch16_224_imagenet", "cls_token+mean_patch_tokens",
-                 "arXiv:2304.07193", "arXiv:2010.11929"):
+    for text in ("dinov2_base", "dinov3_vit_base_lvd1689m", "siglip_base_patch16_224",
+                 "clip_vit_base_patch32", "vit_base_patch16_224_imagenet",
+                 "cls_token+mean_patch_tokens", "pooled_image_embedding",
+                 "projected_image_embedding", "arXiv:2304.07193", "arXiv:2508.10104",
+                 "arXiv:2303.15343", "arXiv:2103.00020", "arXiv:2010.11929"):
         assert text in out
 
 
