@@ -332,6 +332,24 @@ def test_predict_rebuilds_the_preset_and_a_moved_folder_is_checked(hub_store, pr
         shutil.move(moved, presets["dinov2"])
 
 
+def test_the_logreg_path_on_a_preset_store_imports_neither_tensorflow_nor_keras_hub(
+        hub_store, tmp_path):
+    """The identity is plain data: fit, load and predict the rows without either."""
+    script = (
+        "import sys\n"
+        "from headstart.classify import fit_heads, load_head, predict_store\n"
+        f"fit_heads({str(hub_store / 'features.h5')!r}, ('logreg',), "
+        f"out_dir={str(tmp_path / 'heads')!r}, "
+        f"seed={first_usable_seed(hub_store / 'features.h5')}, plots=False)\n"
+        f"head = load_head({str(tmp_path / 'heads' / 'logreg')!r})\n"
+        f"assert head.identity.model == 'keras_hub:tiny_dinov2'\n"
+        f"predict_store(head, {str(hub_store / 'features.h5')!r})\n"
+        "assert not {'tensorflow', 'keras', 'keras_hub'} & set(sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_the_audit_runs_on_a_preset_store(hub_store):
     from headstart.audit import audit_store
 
