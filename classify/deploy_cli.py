@@ -49,6 +49,9 @@ def export_head_parser() -> argparse.ArgumentParser:
                         help="export folder; an earlier export there is replaced "
                              "(default: %(default)s)")
     _add_export_options(parser)
+    parser.add_argument("--backbone", metavar="PATH",
+                        help="the KerasHub preset folder the store was extracted with, if "
+                             "it moved (the sha256 of its weights and config must match)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return parser
 
@@ -56,13 +59,13 @@ def export_head_parser() -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace) -> int:
     exported = export_head(args.head, args.output_dir, tflite=args.tflite,
                            quantize=args.quantize, weights_path=args.weights,
-                           log=None if args.quiet else _stderr)
+                           preset=args.backbone, log=None if args.quiet else _stderr)
     print(f"exported {args.head} to {exported.directory}/:")
     for name, size in exported.sizes.items():
         print(f"  {name:<22} {size / 1e6:9.1f} MB")
-    print("input: uint8 RGB pixels (n, {0}, {0}, 3) after headstart's resize, or encoded image "
+    print("input: {1} RGB pixels (n, {0}, {0}, 3) after headstart's resize, or encoded image "
           "bytes (signature 'images'); classes in labels.txt.".format(
-              int(exported.model.input.shape[1])))
+              int(exported.model.input.shape[1]), exported.model.input.dtype))
     return 0
 
 

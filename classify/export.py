@@ -76,6 +76,11 @@ class Exported:
     model: object  # the keras.Model that was saved
 
 
+LOADING_HUB = ("model.keras holds KerasHub layers: `import keras_hub` (pip install keras-hub) "
+               "before keras.saving.load_model; saved_model/ and the TFLite file need "
+               "neither headstart nor keras-hub")
+
+
 def refuse_keras_hub(head, command: str) -> None:
     """UsageError for a head on KerasHub features, which `command` does not handle yet."""
     if head.identity.model.startswith("keras_hub:"):
@@ -85,11 +90,13 @@ def refuse_keras_hub(head, command: str) -> None:
 
 def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = False,
                 quantize: str = "none", weights_path: str | Path | None = None,
+                preset: str | Path | None = None,
                 log: Callable[[str], None] | None = None) -> Exported:
     """Fuse the backbone recorded with the head at `head_dir` and the head; save in `out_dir`.
 
     quantize: "none" or "float16" (float16 weights in the TFLite file; implies tflite).
     weights_path: the extraction's weights file when it moved (its sha256 must match).
+    preset: the KerasHub preset folder when the features came from one that moved.
     out_dir is replaced as a whole once everything is written (a kill leaves the old one);
     it must be absent, empty, or an earlier export (headstart.outputs).
     Raises UsageError (options), HeadError (head), WeightsError (weights), OutputError
@@ -102,45 +109,57 @@ def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = Fal
     out_dir = Path(out_dir)
     check_replaceable(out_dir, EXPORT_FOLDER)
     head = load_head(head_dir)
-    refuse_keras_hub(head, "export-head")
-    backbone = backbone_for_head(head, weights_path)
+    backbone = backbone_for_head(head, weights_path, preset)
     keras, _ = import_keras()
-    model = build_classifier(keras, backbone.model, head, backbone.info.mode)
+    info = backbone.info
+    model = build_classifier(keras, backbone.model, head, info.mode, (info.scale, info.offset))
+    float32_model = None
+    if info.preset and head.identity.precision != "float32":
+        from headstart.extract.hub import feature_model
+
+        def float32_model():  # a KerasHub backbone rebuilt in float32, for TFLite
+            return build_classifier(keras, feature_model(keras, info, head.identity.layer),
+                                    head, info.mode, (info.scale, info.offset))
     log(f"{head.kind} head on {head.identity.model} {head.identity.layer}: "
         f"{model.count_params():,} parameters; writing {out_dir}/")
     details = {"head": {"kind": head.kind, "directory": str(Path(head_dir).resolve())}}
     sizes = replace_folder(out_dir, EXPORT_FOLDER, lambda staging: write_export(
         model, staging, head, tflite=tflite or quantize != "none", quantize=quantize,
-        details=details, log=log))
+        details=details, log=log, resize=info.resize, float32_model=float32_model))
     return Exported(out_dir, sizes, model)
 
 
 def write_export(model, directory: Path, head: Head, *, tflite: bool = False,
                  quantize: str = "none", details: dict | None = None,
-                 log: Callable[[str], None] = lambda line: None) -> dict[str, int]:
+                 log: Callable[[str], None] = lambda line: None,
+                 resize: Callable | None = None,
+                 float32_model: Callable | None = None) -> dict[str, int]:
     """Write model.keras, saved_model/, labels.txt, [TFLite], export.json into `directory`.
 
-    model: a classifier from build_classifier (pixels uint8 (n, s, s, 3) -> (n, C)).
+    model: a classifier from build_classifier (pixels (n, s, s, 3) -> (n, C)).
     head: gives the classes and the feature pipeline recorded in export.json.
+    resize: a KerasHub preset's converter geometry (hub.ConverterResize), which the
+        `images` signature applies in its graph; None: the bilinear squash.
+    float32_model: makes the float32 copy for TFLite (default: float32_copy(model)).
     Returns each artifact's size in bytes.
     """
     directory.mkdir(parents=True, exist_ok=True)
     save_keras(model, directory / KERAS_FILE)
     log(f"  {KERAS_FILE}")
-    save_signatures(model, directory / SAVED_MODEL, head.classes)
+    save_signatures(model, directory / SAVED_MODEL, head.classes, resize)
     log(f"  {SAVED_MODEL}/ (signatures {PIXELS_SIGNATURE}: pixels, {BYTES_SIGNATURE}: "
         "encoded bytes)")
     files = [KERAS_FILE, SAVED_MODEL]
     tflite_precision = None
     if tflite:
         name = tflite_name(quantize)
-        float32 = float32_copy(model)
+        float32 = float32_model() if float32_model else float32_copy(model)
         if float32 is model:
             source = directory / SAVED_MODEL
         else:  # TFLite has no bfloat16 or float16 kernels: convert a float32 copy
             source = directory.parent / f".{directory.name}.float32-saved-model"
             shutil.rmtree(source, ignore_errors=True)
-            save_signatures(float32, source, head.classes)
+            save_signatures(float32, source, head.classes, resize)
         try:
             (directory / name).write_bytes(convert_tflite(source, quantize))
         finally:
@@ -152,32 +171,36 @@ def write_export(model, directory: Path, head: Head, *, tflite: bool = False,
                            f" (computes in float32; the features were made in "
                            f"{head.identity.precision})"))
     (directory / LABELS).write_text("".join(f"{c}\n" for c in head.classes), encoding="utf-8")
-    size = int(model.input.shape[1])
+    size, dtype = int(model.input.shape[1]), str(model.input.dtype)
     description = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "classes": list(head.classes),
-        "input": {"name": "pixels", "dtype": "uint8", "shape": [None, size, size, 3],
+        "input": {"name": "pixels", "dtype": dtype, "shape": [None, size, size, 3],
                   "channels": "RGB", "range": "0..255",
                   "resize": f"{head.identity.resize} to {size}x{size} "
                             "(headstart.extract.decode_pixels)"},
         "output": {"name": "probabilities", "dtype": "float32", "shape": [None, len(head.classes)],
                    "classes": "labels.txt, in this order"},
         "signatures": {
-            PIXELS_SIGNATURE: "pixels uint8 (n, s, s, 3) -> probabilities, class_index, "
+            PIXELS_SIGNATURE: f"pixels {dtype} (n, s, s, 3) -> probabilities, class_index, "
                               "class_name",
             BYTES_SIGNATURE: "images string (n,) encoded JPEG/PNG/GIF/BMP -> the same outputs; "
-                             "decoded and resized by TensorFlow (no EXIF rotation)"},
+                             "decoded by TensorFlow (no EXIF rotation), resized "
+                             + ("by the preset's converter geometry" if resize else
+                                "bilinear")},
         "preprocessing": f"{head.identity.preprocessing}, inside the model",
         "pipeline": asdict(head.identity), "files": files + [LABELS],
         "precision": {"keras_and_saved_model": head.identity.precision,
                       **({"tflite": tflite_precision} if tflite_precision else {})},
         "versions": versions(), **(details or {}),
+        **({"loading": LOADING_HUB} if resize else {}),
     }
     path = directory / EXPORT_JSON
     path.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return {name: disk_size(directory / name) for name in files}
 
 
-def save_signatures(model, path: Path, classes: list[str]) -> None:
+def save_signatures(model, path: Path, classes: list[str], resize: Callable | None = None
+                    ) -> None:
     """A SavedModel with the pixels signature (serving_default) and the encoded-bytes one.
 
     A tf.Module that tracks the model's TensorFlow variables themselves: each is saved
@@ -186,7 +209,7 @@ def save_signatures(model, path: Path, classes: list[str]) -> None:
     tracking the Keras model instead left TFLite's converter without the weights.)
     """
     _, tf = import_keras()
-    size = int(model.input.shape[1])
+    size, dtype = int(model.input.shape[1]), tf.as_dtype(model.input.dtype)
     names = tf.constant(list(classes))
 
     def outputs(probabilities):
@@ -200,14 +223,14 @@ def save_signatures(model, path: Path, classes: list[str]) -> None:
             self.tf_variables = [variable.value for variable in model.variables]
 
         @tf.function(input_signature=[
-            tf.TensorSpec([None, size, size, 3], tf.uint8, name="pixels")])
+            tf.TensorSpec([None, size, size, 3], dtype, name="pixels")])
         def from_pixels(self, pixels):
             return outputs(model(pixels, training=False))
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         def from_images(self, images):
-            pixels = tf.map_fn(lambda data: decode_in_graph(tf, data, size), images,
-                               fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+            pixels = tf.map_fn(lambda data: decode_in_graph(tf, data, size, resize), images,
+                               fn_output_signature=tf.TensorSpec([size, size, 3], dtype))
             return self.from_pixels(pixels)  # one trace of the model serves both
 
     module = Classifier()
@@ -215,18 +238,22 @@ def save_signatures(model, path: Path, classes: list[str]) -> None:
         PIXELS_SIGNATURE: module.from_pixels, BYTES_SIGNATURE: module.from_images})
 
 
-def decode_in_graph(tf, data, size: int):
+def decode_in_graph(tf, data, size: int, resize: Callable | None = None):
     """Encoded image bytes (scalar string) -> uint8 (size, size, 3) RGB, in TensorFlow ops.
 
     What the `images` signature does: JPEG decoded with libjpeg-turbo's accurate integer
     DCT, other formats by tf.io.decode_image (first frame), bilinear resize with
     antialiasing, rounded. No EXIF rotation; alpha dropped, not composited on white.
+    resize: a KerasHub preset's converter geometry (hub.ConverterResize): the decoded
+    image at its own aspect ratio goes through it instead, float32 and not rounded.
     """
     image = tf.cond(
         tf.io.is_jpeg(data),
         lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
+    if resize is not None:
+        return resize.tensor(tf.cast(image, tf.float32))
     image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 

@@ -20,6 +20,8 @@ What each `preprocess_input` does (keras/src/applications/imagenet_utils.py, Ker
     tf     x / 127.5 - 1: Rescaling(1/127.5, offset=-1)
     torch  (x / 255 - mean) / std, per channel: Rescaling(1/(255 std), offset=-mean/std)
     inside identity (the model rescales itself): Rescaling(1), which only casts to float32
+    hub    a KerasHub preset's ImageConverter, x * scale + offset per channel: one
+           Rescaling(scale, offset), the converter's own arithmetic in float32
 
 Rounding differs from numpy's by at most a few float32 ulps (caffe: none);
 `tests/test_classify_export.py` checks each mode against `preprocess_input`.
@@ -38,13 +40,20 @@ TORCH_STD = (0.229, 0.224, 0.225)
 FEATURE_MODEL_NAME = "backbone"
 
 
-def preprocessing_layers(keras, mode: str) -> list:
+def preprocessing_layers(keras, mode: str, converter: tuple | None = None) -> list:
     """Standard Keras layers computing `preprocess_input` of a backbone `mode` on uint8 pixels.
 
-    mode: one of headstart.extract.backbones' CAFFE, TF, TORCH, INSIDE.
+    mode: one of headstart.extract.backbones' CAFFE, TF, TORCH, INSIDE, HUB.
+    converter: for HUB, the ImageConverter's (scale, offset), each 3 floats or None.
     Input: uint8 or float (n, s, s, 3) RGB in 0..255; output: float32, same shape.
     """
-    from headstart.extract.backbones import CAFFE, INSIDE, TF, TORCH
+    from headstart.extract.backbones import CAFFE, HUB, INSIDE, TF, TORCH
+
+    if mode == HUB:
+        scale, offset = converter or (None, None)
+        scale = np.float32(1.0) if scale is None else np.asarray(scale, np.float32)
+        offset = np.float32(0.0) if offset is None else np.asarray(offset, np.float32)
+        return [keras.layers.Rescaling(scale, offset=offset, name="image_converter")]
 
     if mode == CAFFE:
         mean_rgb = np.array(CAFFE_MEAN_BGR[::-1], dtype=np.float32)
@@ -85,20 +94,28 @@ def head_layers(keras, head: Head) -> list:
     return layers
 
 
-def build_classifier(keras, feature_model, head: Head, mode: str):
-    """pixels uint8 (n, s, s, 3) -> probabilities float32 (n, n_classes), as one keras.Model.
+def build_classifier(keras, feature_model, head: Head, mode: str,
+                     converter: tuple | None = None):
+    """pixels (n, s, s, 3) -> probabilities float32 (n, n_classes), as one keras.Model.
 
+    pixels: uint8 RGB at the input size; for a KerasHub preset (mode HUB) float32 RGB in
+        0..255, what its ImageConverter's resize makes (`BackboneInfo.resize`), which is
+        not rounded to uint8 before the backbone.
     feature_model: a model from preprocessed float pixels to feature rows (n, n_features),
         e.g. `Backbone.model`; it is nested (named "backbone") with its weights shared.
-    mode: the backbone's preprocessing mode (BackboneInfo.mode).
+    mode: the backbone's preprocessing mode (BackboneInfo.mode); converter: a KerasHub
+        preset's (BackboneInfo.scale, BackboneInfo.offset).
     """
+    from headstart.extract.backbones import HUB, keras_name
+
     size = int(feature_model.input.shape[1])
-    pixels = keras.Input(shape=(size, size, 3), dtype="uint8", name="pixels")
+    pixels = keras.Input(shape=(size, size, 3), dtype="float32" if mode == HUB else "uint8",
+                         name="pixels")
     x = pixels
-    for layer in preprocessing_layers(keras, mode):
+    for layer in preprocessing_layers(keras, mode, converter):
         x = layer(x)
     feature_model.name = FEATURE_MODEL_NAME
     x = feature_model(x)
     for layer in head_layers(keras, head):
         x = layer(x)
-    return keras.Model(pixels, x, name=f"{head.identity.model.lower()}_{head.kind}_classifier")
+    return keras.Model(pixels, x, name=f"{keras_name(head.identity.model)}_{head.kind}_classifier")

@@ -351,14 +351,17 @@ class ConverterResize:
     pad_to_aspect_ratio: bool = False
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        return np.asarray(self.tensor(np.asarray(rgb, np.float32)), dtype=np.float32)
+
+    def tensor(self, image):
+        """The same on a float32 tensor (h, w, 3), also symbolic with unknown h and w (the
+        export's `images` signature runs it inside its graph)."""
         import keras
 
-        resized = keras.ops.image.resize(
-            np.asarray(rgb, np.float32), (self.size, self.size),
-            interpolation=self.interpolation, antialias=self.antialias,
-            crop_to_aspect_ratio=self.crop_to_aspect_ratio,
+        return keras.ops.image.resize(
+            image, (self.size, self.size), interpolation=self.interpolation,
+            antialias=self.antialias, crop_to_aspect_ratio=self.crop_to_aspect_ratio,
             pad_to_aspect_ratio=self.pad_to_aspect_ratio)
-        return np.asarray(resized, dtype=np.float32)
 
     @property
     def geometry(self) -> str:

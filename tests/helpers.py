@@ -252,7 +252,7 @@ def calibrated_weights(path: Path, backbone: str = "MobileNet", photos: Path = S
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def tiny_presets(root: Path) -> dict[str, Path]:
+def tiny_presets(root: Path, families: tuple[str, ...] | None = None) -> dict[str, Path]:
     """Small, randomly initialised (seed 0) KerasHub presets of every supported family,
     saved by KerasHub's own `save_to_preset` (config.json, model.weights.h5,
     image_converter.json), to be loaded through the real `from_preset` path.
@@ -302,6 +302,8 @@ def tiny_presets(root: Path) -> dict[str, Path]:
     }
     folders = {}
     for family, (backbone, converter) in built.items():
+        if families is not None and family not in families:
+            continue
         folders[family] = root / f"tiny_{family}"
         with warnings.catch_warnings():  # KerasHub 0.32's DINOv2 saving, numpy 2's __array__
             warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -375,17 +376,57 @@ def test_shards_of_a_preset_extraction_merge_into_the_single_run_rows(presets, h
             np.testing.assert_array_equal(rows[path], row)
 
 
-def test_export_and_fine_tune_say_they_do_not_handle_preset_heads_yet(hub_store, tmp_path):
-    from headstart.classify.export import export_head
+def test_every_export_format_gives_predict_probabilities(hub_store, non_square, tmp_path):
+    """model.keras (with keras_hub imported), the SavedModel's pixels signature and TFLite
+    on the converter's float32 pixels: predict's probabilities within 1e-5 (TFLite 1e-4).
+    The `images` signature decodes with TensorFlow and applies the converter's geometry in
+    its graph: on PNG files (the same pixels as PIL's) 1e-5, on JPEGs (libjpeg's integer
+    DCT against Pillow's) 0.02."""
+    import keras
+    import keras_hub  # noqa: F401 - registers the KerasHub layers model.keras holds
+    import tensorflow as tf
+
+    from headstart.classify import load_head, predict_images
+    from headstart.classify.export import BYTES_SIGNATURE, PIXELS_SIGNATURE, export_head
+
+    head_dir = hub_store / "heads" / "logreg"
+    exported = export_head(head_dir, tmp_path / "model", tflite=True)
+    files = [*non_square, *PHOTOS[:3]]
+    expected = predict_images(load_head(head_dir), files).probabilities
+    resize = backbone_info(load_head(head_dir).weights_path).resize
+    pixels = np.stack([decode_pixels(f.read_bytes(), 56, resize) for f in files])
+    assert pixels.dtype == np.float32
+    model = keras.saving.load_model(exported.directory / "model.keras")
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), expected, atol=1e-5)
+    saved = tf.saved_model.load(str(exported.directory / "saved_model"))
+    served = saved.signatures[PIXELS_SIGNATURE](pixels=tf.constant(pixels))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    from_bytes = saved.signatures[BYTES_SIGNATURE](
+        images=tf.constant([f.read_bytes() for f in files]))["probabilities"].numpy()
+    png = [i for i, f in enumerate(files) if f.suffix == ".png"]
+    np.testing.assert_allclose(from_bytes[png], expected[png], atol=1e-5)
+    np.testing.assert_allclose(from_bytes, expected, atol=0.02)
+    with warnings.catch_warnings():  # tf.lite.Interpreter points to ai_edge_litert
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(
+            model_content=(exported.directory / "model.tflite").read_bytes())
+    run = interpreter.get_signature_runner(PIXELS_SIGNATURE)
+    lite = np.concatenate([run(pixels=pixels[i:i + 1])["probabilities"]
+                           for i in range(len(pixels))])
+    np.testing.assert_allclose(lite, expected, atol=1e-4)
+    described = json.loads((exported.directory / "export.json").read_text())
+    assert described["input"]["dtype"] == "float32"
+    assert described["loading"].startswith("model.keras holds KerasHub layers")
+
+
+def test_fine_tune_says_it_does_not_handle_preset_heads_yet(hub_store, tmp_path):
     from headstart.classify.finetune import fine_tune
 
     head = hub_store / "heads" / "logreg"
-    with pytest.raises(UsageError, match="export-head does not handle heads on KerasHub "
+    with pytest.raises(UsageError, match="fine-tune does not handle heads on KerasHub "
                                          "features yet .keras_hub:tiny_dinov2.; predict"):
-        export_head(head, tmp_path / "model")
-    with pytest.raises(UsageError, match="fine-tune does not handle heads on KerasHub"):
         fine_tune(hub_store / "features.h5", head, out_dir=tmp_path / "tuned")
-    assert not (tmp_path / "model").exists() and not (tmp_path / "tuned").exists()
+    assert not (tmp_path / "tuned").exists()
 
 
 def test_list_backbones_shows_the_keras_hub_families_and_their_sources(capsys):
@@ -406,3 +447,32 @@ def test_a_misspelt_preset_name_gets_the_closest_presets():
     with pytest.raises(UsageError, match="Unknown backbone 'dinov2_bse' .did you mean "
                                          "dinov2_base"):
         backbone_info("dinov2_bse")
+
+
+def test_a_bfloat16_preset_head_exports_a_float32_tflite_model(presets, tmp_path):
+    """TFLite has no bfloat16 kernels: the preset's backbone is rebuilt in float32 for it.
+    Tolerance against predict's bfloat16 probabilities: 0.05 (bfloat16 keeps 8 bits)."""
+    import tensorflow as tf
+
+    from headstart.classify import fit_heads, load_head, predict_images
+    from headstart.classify.export import PIXELS_SIGNATURE, export_head
+
+    store = tmp_path / "features.h5"
+    extract_features(SAMPLE_PETS, store, backbone=str(presets["siglip"]),
+                     precision="mixed_bfloat16", progress=False, log=lambda line: None)
+    fit_heads(store, ("logreg",), out_dir=tmp_path / "heads", seed=first_usable_seed(store),
+              plots=False)
+    exported = export_head(tmp_path / "heads" / "logreg", tmp_path / "model", tflite=True)
+    described = json.loads((exported.directory / "export.json").read_text())
+    assert described["precision"] == {"keras_and_saved_model": "mixed_bfloat16",
+                                      "tflite": "float32"}
+    expected = predict_images(load_head(tmp_path / "heads" / "logreg"), PHOTOS[:4])
+    resize = backbone_info(str(presets["siglip"])).resize
+    pixels = np.stack([decode_pixels(f.read_bytes(), 32, resize) for f in PHOTOS[:4]])
+    with warnings.catch_warnings():  # tf.lite.Interpreter points to ai_edge_litert
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(
+            model_content=(exported.directory / "model.tflite").read_bytes())
+    run = interpreter.get_signature_runner(PIXELS_SIGNATURE)
+    lite = np.concatenate([run(pixels=pixels[i:i + 1])["probabilities"] for i in range(4)])
+    np.testing.assert_allclose(lite, expected.probabilities, atol=0.05)

@@ -16,6 +16,7 @@ from helpers import (
     folder_with_reference,
     many_images,
     real_backbone_factory,
+    tiny_presets,
 )
 
 from headstart.extract.precision import choose, this_machine
@@ -107,6 +108,25 @@ def test_rows_of_real_backbones_on_actors_are_bit_identical_to_a_single_run(
     assert np.array_equal(rows_ray, rows), np.abs(rows_ray - rows).max()
     with open_store(out) as store:
         assert store.identity.precision == precision
+
+
+@pytest.mark.slow
+def test_rows_of_a_keras_hub_preset_on_actors_are_bit_identical_to_a_single_run(
+        cluster, tmp_path):
+    """Each actor loads the tiny DINOv2 preset from its folder through KerasHub."""
+    from headstart.extract import extract_features
+    from headstart.extract.ray_engine import extract_with_ray
+
+    preset = tiny_presets(tmp_path / "presets", ("dinov2",))["dinov2"]
+    folder = many_images(tmp_path / "pets", 10)
+    options = dict(backbone=str(preset), batch_size=4, precision="float32", progress=False,
+                   log=lambda line: None)
+    extract_features(folder, tmp_path / "single.h5", **options)
+    extract_with_ray(folder, tmp_path / "ray.h5", shards=3,
+                     model_factory=real_backbone_factory, **options)
+    assert_same(tmp_path / "ray.h5", tmp_path / "single.h5")
+    with open_store(tmp_path / "ray.h5") as store:
+        assert store.identity.model == "keras_hub:tiny_dinov2"
 
 
 def test_without_ray_the_engine_names_the_install(tmp_path):
