@@ -33,6 +33,9 @@ def _add_export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", metavar="PATH",
                         help="the weights file the store was extracted with, if it moved "
                              "(its sha256 must match the recorded one)")
+    parser.add_argument("--backbone", metavar="PATH",
+                        help="the KerasHub preset folder the store was extracted with, if "
+                             "it moved (the sha256 of its weights and config must match)")
 
 
 # -------------------------------------------------------------------------- export-head
@@ -49,9 +52,6 @@ def export_head_parser() -> argparse.ArgumentParser:
                         help="export folder; an earlier export there is replaced "
                              "(default: %(default)s)")
     _add_export_options(parser)
-    parser.add_argument("--backbone", metavar="PATH",
-                        help="the KerasHub preset folder the store was extracted with, if "
-                             "it moved (the sha256 of its weights and config must match)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return parser
 
@@ -92,7 +92,9 @@ def fine_tune_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unfreeze", metavar="PREFIX",
                         help="train the backbone from the first layer whose name starts with "
                              "PREFIX to the top (default for VGG: block5, i.e. block5_conv1 "
-                             "to fc2); needed for other backbones")
+                             "to fc2); needed for other keras.applications backbones. "
+                             "KerasHub presets: blocks:N, the top N transformer blocks and "
+                             "every weight above them (default: blocks:2)")
     parser.add_argument("--images", metavar="DIR",
                         help="the image folder, if it moved since extraction (default: the "
                              "folder recorded in the store); files are checked by sha256")
@@ -116,8 +118,8 @@ def _fine_tune(args: argparse.Namespace) -> int:
                        unfreeze=args.unfreeze, images=args.images, epochs=args.epochs,
                        patience=args.patience, learning_rate=args.learning_rate,
                        batch_size=args.batch_size, seed=args.seed, weights_path=args.weights,
-                       tflite=args.tflite, quantize=args.quantize, progress=not args.quiet,
-                       log=None if args.quiet else _stderr)
+                       preset=args.backbone, tflite=args.tflite, quantize=args.quantize,
+                       progress=not args.quiet, log=None if args.quiet else _stderr)
     metrics = result.metrics
     selection = metrics["selection"]
     print(f"fine-tuned {metrics['pipeline']['model']} from {metrics['head']} "

@@ -41,7 +41,6 @@ from headstart.classify.fused import build_classifier
 from headstart.classify.head import Head
 from headstart.classify.persist import load_head
 from headstart.classify.softmax import import_keras, save_keras
-from headstart.errors import UsageError
 from headstart.options import Choice, check_options
 from headstart.outputs import FolderKind, check_replaceable, replace_folder
 
@@ -81,11 +80,21 @@ LOADING_HUB = ("model.keras holds KerasHub layers: `import keras_hub` (pip insta
                "neither headstart nor keras-hub")
 
 
-def refuse_keras_hub(head, command: str) -> None:
-    """UsageError for a head on KerasHub features, which `command` does not handle yet."""
-    if head.identity.model.startswith("keras_hub:"):
-        raise UsageError(f"{command} does not handle heads on KerasHub features yet "
-                         f"({head.identity.model}); predict and audit-features do.")
+def hub_float32_twin(keras, info, head: Head, model) -> Callable | None:
+    """For a KerasHub classifier computing in bfloat16 or float16: what makes its float32
+    twin for TFLite (the preset's backbone rebuilt in float32, then every weight of `model`
+    copied, fine-tuned ones included); None otherwise (float32_copy applies)."""
+    if not info.preset or head.identity.precision == "float32":
+        return None
+    from headstart.extract.hub import feature_model
+
+    def twin():
+        copy = build_classifier(keras, feature_model(keras, info, head.identity.layer), head,
+                                info.mode, (info.scale, info.offset))
+        copy.set_weights(model.get_weights())
+        return copy
+
+    return twin
 
 
 def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = False,
@@ -113,13 +122,7 @@ def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = Fal
     keras, _ = import_keras()
     info = backbone.info
     model = build_classifier(keras, backbone.model, head, info.mode, (info.scale, info.offset))
-    float32_model = None
-    if info.preset and head.identity.precision != "float32":
-        from headstart.extract.hub import feature_model
-
-        def float32_model():  # a KerasHub backbone rebuilt in float32, for TFLite
-            return build_classifier(keras, feature_model(keras, info, head.identity.layer),
-                                    head, info.mode, (info.scale, info.offset))
+    float32_model = hub_float32_twin(keras, info, head, model)
     log(f"{head.kind} head on {head.identity.model} {head.identity.layer}: "
         f"{model.count_params():,} parameters; writing {out_dir}/")
     details = {"head": {"kind": head.kind, "directory": str(Path(head_dir).resolve())}}

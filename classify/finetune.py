@@ -50,14 +50,14 @@ from headstart.classify.export import (
     EXPORT_FOLDER,
     EXPORT_JSON,
     EXPORT_OPTIONS,
-    refuse_keras_hub,
+    hub_float32_twin,
     write_export,
 )
 from headstart.classify.finetune_data import TrainingImages, batches, find_training_images
 from headstart.classify.fused import build_classifier
 from headstart.classify.persist import HEAD_JSON, WEIGHTS, load_head
 from headstart.classify.plots import plot_history
-from headstart.classify.predict import weights_file
+from headstart.classify.predict import backbone_for_head, head_backbone_info
 from headstart.classify.softmax import count_parameters, import_keras
 from headstart.classify.split import SPLITS
 from headstart.errors import ClassifyError, Interrupted, UsageError
@@ -98,8 +98,13 @@ def checkpoint_dir(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + ".checkpoint")
 
 
-def default_unfreeze(family: str, model_name: str) -> str:
-    """The layer-name prefix unfrozen by default; UsageError for backbones without one."""
+def default_unfreeze(family: str, model_name: str, preset: str | None = None) -> str:
+    """The layer-name prefix unfrozen by default ("blocks:2" for a KerasHub preset: its top
+    two transformer blocks); UsageError for backbones without one."""
+    if preset:
+        from headstart.extract.hub import DEFAULT_UNFREEZE as HUB_DEFAULT
+
+        return HUB_DEFAULT
     if family in DEFAULT_UNFREEZE:
         return DEFAULT_UNFREEZE[family]
     raise UsageError(
@@ -115,7 +120,10 @@ def unfreeze_top(feature_model, prefix: str) -> list[str]:
     Every layer below stays frozen. Returns the names of the unfrozen layers that hold
     weights. Raises UsageError when no layer matches, ClassifyError when the matched
     layers hold no weights (training would change nothing: refused, not run).
+    "blocks:N" (KerasHub presets): see unfreeze_top_blocks.
     """
+    if prefix.startswith(BLOCKS):
+        return unfreeze_top_blocks(feature_model, _block_count(prefix))
     names = [layer.name for layer in feature_model.layers]
     first = next((i for i, name in enumerate(names) if name.startswith(prefix)), None)
     if first is None:
@@ -137,24 +145,80 @@ def unfreeze_top(feature_model, prefix: str) -> list[str]:
     return unfrozen
 
 
+BLOCKS = "blocks:"
+
+
+def _block_count(value: str) -> int:
+    count = value[len(BLOCKS):]
+    if not count.isdigit() or int(count) < 1:
+        raise UsageError(f"--unfreeze {value!r}: give blocks:N with N a whole number of at "
+                         "least 1, e.g. blocks:2 for the top two transformer blocks.")
+    return int(count)
+
+
+def unfreeze_top_blocks(feature_model, count: int) -> list[str]:
+    """Make the top `count` transformer blocks of a KerasHub backbone trainable, with every
+    weight above them (final LayerNorm, attention-pooling head, projection); the patch
+    embedding, class token, position embeddings and lower blocks stay frozen.
+
+    Blocks are the layers of `headstart.extract.hub.BLOCK_CLASSES`. "Above" is by the order
+    of `feature_model.weights`, which follows the graph from the pixels (embedding, block
+    0, block 1, ..., final norm, head); freezing is per weight (Keras 3's
+    `Variable.trainable`), since the blocks sit inside one encoder layer.
+    Returns the unfrozen blocks' and layers' names, bottom to top. Raises UsageError when
+    the backbone has fewer than `count` such blocks.
+    """
+    from headstart.extract.hub import BLOCK_CLASSES
+
+    weights = feature_model.weights
+    index = {id(weight): i for i, weight in enumerate(weights)}
+    blocks = [layer for layer in feature_model._flatten_layers(include_self=False)
+              if type(layer).__name__ in BLOCK_CLASSES and layer.weights]
+    if not blocks or count > len(blocks):
+        raise UsageError(f"--unfreeze blocks:{count}: the backbone has {len(blocks)} "
+                         "transformer blocks; choose at most that many.")
+    blocks.sort(key=lambda block: index[id(block.weights[0])])
+    top = blocks[-count:]
+    first = index[id(top[0].weights[0])]
+    feature_model.trainable = True
+    for weight in weights[:first]:
+        weight.trainable = False
+    block_paths = [block.weights[0].path.split(block.name + "/")[0] + block.name + "/"
+                   for block in top]
+    containers = {path.split("/")[0] for path in block_paths if path.count("/") > 1}
+    unfrozen = [block.name for block in top]
+    for weight in weights[first:]:
+        if not weight.trainable or any(weight.path.startswith(p) for p in block_paths):
+            continue
+        parts = weight.path.split("/")
+        name = "/".join(parts[:2]) if parts[0] in containers else parts[0]
+        if name not in unfrozen:
+            unfrozen.append(name)
+    return unfrozen
+
+
 def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/softmax", *,
               out_dir: str | Path | None = None, unfreeze: str | None = None,
               images: str | Path | None = None, epochs: int = 10, patience: int = 3,
               learning_rate: float = 1e-5, batch_size: int = 32, seed: int = 0,
-              weights_path: str | Path | None = None, tflite: bool = False,
-              quantize: str = "none", progress: bool = True, workers: int | None = None,
+              weights_path: str | Path | None = None, preset: str | Path | None = None,
+              tflite: bool = False, quantize: str = "none", progress: bool = True,
+              workers: int | None = None,
               log: Callable[[str], None] | None = None) -> FineTuneResult:
     """Fine-tune the backbone's top layers and the head at `head` on the images of `features`.
 
     features: the store the head was fitted on. head: a head folder from fit-head
         (softmax, or logreg: both are dense layers ending in a softmax).
     out_dir: default <head's parent>/finetuned; its checkpoint is out_dir + ".checkpoint".
-    unfreeze: layer-name prefix of the first layer to train (default "block5" on VGG).
+    unfreeze: layer-name prefix of the first layer to train (default "block5" on VGG);
+        "blocks:N" for a KerasHub preset: its top N transformer blocks (default 2) and
+        every weight above them.
     images: the image folder, when it moved since extraction (default: the store's).
     epochs: at most this many epochs (a resumed run may change it); patience: stop after
         this many epochs without a lower validation loss.
     learning_rate: Adam's; batch_size: images per step; seed: order and augmentation.
     weights_path: the extraction's weights file when it moved (sha256 checked).
+    preset: the KerasHub preset folder, when the features came from one that moved.
     tflite, quantize: as export-head. log: called with each line of the report.
     Raises UsageError (an option), HeadError, StoreError, WeightsError, ClassifyError
     (images, output folder, other settings than the checkpoint's), all before the
@@ -167,7 +231,6 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
     head_dir = Path(head)
     out_dir = Path(out_dir) if out_dir is not None else head_dir.parent / "finetuned"
     model_head = load_head(head_dir)
-    refuse_keras_hub(model_head, "fine-tune")
     check_replaceable(out_dir, EXPORT_FOLDER)
     check_replaceable(checkpoint_dir(out_dir), CHECKPOINT_FOLDER,
                       option="-o (its checkpoint folder)")
@@ -179,14 +242,10 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
     model_head.check_matches(data.identity, data.dim, str(features), classes=data.classes)
     found = find_training_images(data, model_head, head_dir, images)
     _log_images(found, log)
-    from headstart.extract import Backbone, WeightsSpec, backbone_info
-
-    info = backbone_info(model_head.identity.model)
-    spec = WeightsSpec.from_identity(model_head.identity.weights,
-                                     weights_file(model_head, weights_path))
+    info = head_backbone_info(model_head, preset)
     settings = {"store": str(data.source.resolve()), "head": _head_digest(head_dir),
                 "images": _images_digest(found),
-                "unfreeze": unfreeze or default_unfreeze(info.family, info.name),
+                "unfreeze": unfreeze or default_unfreeze(info.family, info.name, info.preset),
                 "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
                 "epochs": epochs, "patience": patience}
     checkpoint = Checkpoint(checkpoint_dir(out_dir))
@@ -200,9 +259,9 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
             "epoch for a few hundred images (the progress bar shows the ETA).")
     # The precision the features were made in (emulated, slower, where this machine
     # lacks it): the fine-tuned model starts from exactly the head's inputs.
-    backbone = Backbone(spec, backbone=info.name, layer=model_head.identity.layer,
-                        precision=model_head.identity.precision, devices=gpus[:1])
-    model = build_classifier(keras, backbone.model, model_head, info.mode)
+    backbone = backbone_for_head(model_head, weights_path, preset, devices=gpus[:1])
+    model = build_classifier(keras, backbone.model, model_head, info.mode,
+                             (info.scale, info.offset))
     unfrozen = unfreeze_top(backbone.model, settings["unfreeze"])
     trainable, frozen = count_parameters(model)
     log(f"trainable parameters {trainable:,} (backbone {unfrozen[0]} ... {unfrozen[-1]}, "
@@ -214,7 +273,7 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
         trainer.set_optimizer_state(checkpoint.arrays(state, "optimizer"))
         log(f"resuming after epoch {resumed_after} (checkpoint in '{checkpoint.directory}')")
     options = {"size": int(model.input.shape[1]), "batch_size": batch_size, "seed": seed,
-               "workers": workers}
+               "workers": workers, "resize": info.resize}
     try:
         state = _train(trainer, found, checkpoint, state, epochs=epochs, patience=patience,
                        progress=progress, log=log, **options)
@@ -242,7 +301,8 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
         "pipeline": asdict(model_head.identity), "devices": gpus[:1] or ["CPU"],
         "train_seconds": round(state["seconds"], 1),
     }
-    _save(model, model_head, out_dir, metrics, tflite or quantize != "none", quantize, log)
+    _save(model, model_head, out_dir, metrics, tflite or quantize != "none", quantize, log,
+          info.resize, hub_float32_twin(keras, info, model_head, model))
     checkpoint.remove()
     return FineTuneResult(out_dir, metrics, resumed_after)
 
@@ -291,7 +351,7 @@ class Trainer:
         self.optimizer.build(model.trainable_variables)
         loss = keras.losses.SparseCategoricalCrossentropy()
         size = int(model.input.shape[1])
-        pixels = tf.TensorSpec([None, size, size, 3], tf.uint8)
+        pixels = tf.TensorSpec([None, size, size, 3], tf.as_dtype(model.input.dtype))
 
         @tf.function(input_signature=[pixels, tf.TensorSpec([None], tf.int32)])
         def step(x, y):
@@ -362,7 +422,8 @@ def _resumable_state(checkpoint: Checkpoint, settings: dict) -> dict:
 
 def _train(trainer: Trainer, found: TrainingImages, checkpoint: Checkpoint, state: dict, *,
            epochs: int, patience: int, size: int, batch_size: int, seed: int,
-           workers: int | None, progress: bool, log: Callable[[str], None]) -> dict:
+           workers: int | None, progress: bool, log: Callable[[str], None],
+           resize: Callable | None = None) -> dict:
     train, validation = found.rows("train"), found.rows("validation")
     for epoch in range(state["epoch"] + 1, epochs + 1):
         if state["stopped_early"]:
@@ -372,7 +433,7 @@ def _train(trainer: Trainer, found: TrainingImages, checkpoint: Checkpoint, stat
         with tqdm(total=len(train), unit="img", desc=f"epoch {epoch}/{epochs}",
                   file=sys.stderr, disable=not progress, smoothing=0.1, leave=False) as bar:
             for x, y in batches(found, train, size=size, batch_size=batch_size, seed=seed,
-                                epoch=epoch, workers=workers):
+                                epoch=epoch, workers=workers, resize=resize):
                 loss, probabilities = trainer.step(x, y)
                 loss_sum, seen = loss_sum + float(loss) * len(y), seen + len(y)
                 correct += int((probabilities.numpy().argmax(axis=1) == y).sum())
@@ -380,7 +441,7 @@ def _train(trainer: Trainer, found: TrainingImages, checkpoint: Checkpoint, stat
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         val = report.split_metrics(found.labels[validation], trainer.probabilities(
             batches(found, validation, size=size, batch_size=batch_size, seed=seed,
-                    workers=workers)))
+                    workers=workers, resize=resize)))
         history = state["history"]
         for key, value in (("loss", loss_sum / seen), ("accuracy", correct / seen),
                            ("val_loss", val["log_loss"]), ("val_accuracy", val["accuracy"])):
@@ -407,12 +468,13 @@ def _train(trainer: Trainer, found: TrainingImages, checkpoint: Checkpoint, stat
 
 
 def _save(model, head, out_dir: Path, metrics: dict, tflite: bool, quantize: str,
-          log: Callable[[str], None]) -> None:
+          log: Callable[[str], None], resize: Callable | None = None,
+          float32_model: Callable | None = None) -> None:
     def write(staging: Path) -> None:
         write_export(model, staging, head, tflite=tflite, quantize=quantize,
                      details={"fine_tuned": {"from_head": metrics["head"],
                                              "unfrozen": metrics["parameters"]["unfrozen"]}},
-                     log=log)
+                     log=log, resize=resize, float32_model=float32_model)
         history = metrics["selection"]["history"]
         plot_history(history, metrics["selection"]["best_epoch"],
                      staging / "training_curves.png",

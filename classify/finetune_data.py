@@ -131,7 +131,8 @@ def find_training_images(data: Dataset, head: Head, head_dir: Path,
 def augment(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random horizontal flip and a small random square crop resized back.
 
-    pixels: uint8 (s, s, 3) -> uint8 (s, s, 3).
+    pixels: uint8 (s, s, 3) -> uint8 (s, s, 3); float32 (a preset's converter resize) ->
+    float32, each channel resized with PIL's bilinear filter in its float mode.
     """
     size = pixels.shape[0]
     side = int(round(size * rng.uniform(*CROP_FRACTION)))
@@ -139,16 +140,21 @@ def augment(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = pixels[top:top + side, left:left + side]
     if rng.random() < 0.5:
         out = out[:, ::-1]
-    if side != size:
+    if side != size and out.dtype == np.uint8:
         out = np.asarray(Image.fromarray(np.ascontiguousarray(out)).resize(
             (size, size), Image.BILINEAR))
+    elif side != size:
+        out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(out[..., c]), "F")
+                                   .resize((size, size), Image.BILINEAR))
+                        for c in range(out.shape[-1])], axis=-1)
     return np.ascontiguousarray(out)
 
 
 def batches(images: TrainingImages, rows: np.ndarray, *, size: int, batch_size: int,
-            seed: int, epoch: int | None = None, workers: int | None = None
-            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(pixels uint8 (b, size, size, 3), labels int32 (b,)) over `rows`, decoded as extracted.
+            seed: int, epoch: int | None = None, workers: int | None = None,
+            resize: Callable | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(pixels (b, size, size, 3), labels int32 (b,)) over `rows`, decoded as extracted:
+    uint8, or float32 through a KerasHub preset's converter `resize`.
 
     epoch: None for evaluation (store order, no augmentation); a number for training
     (shuffled and augmented as a function of seed and epoch only).
@@ -160,7 +166,8 @@ def batches(images: TrainingImages, rows: np.ndarray, *, size: int, batch_size: 
         rows = np.random.default_rng([seed, epoch]).permutation(rows)
     items = ((str(r), images.root / images.paths[r]) for r in rows)
     pixels, labels = [], []
-    for decoded in decode_stream(items, size=size, workers=workers, lookahead=2 * batch_size):
+    for decoded in decode_stream(items, size=size, workers=workers, lookahead=2 * batch_size,
+                                 resize=resize):
         row = int(decoded.key)
         if decoded.pixels is None or decoded.sha256 != images.hashes[row]:
             raise ClassifyError(

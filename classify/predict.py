@@ -79,13 +79,14 @@ def predict_images(head: Head, inputs: Sequence[str | Path], *, batch_size: int 
 
 
 def backbone_for_head(head: Head, weights_path: str | Path | None = None,
-                      preset: str | Path | None = None):
+                      preset: str | Path | None = None, devices: list[str] | None = None):
     """The extraction backbone that made the head's features (a headstart.extract.Backbone).
 
     weights_path: the weights file, when the features came from one; default: where the
     store recorded it. preset: the KerasHub preset (folder or handle), when the features
-    came from one; default: the one the store recorded. Raises WeightsError when either is
-    missing or its sha256 differs, UsageError when one is given for the other kind.
+    came from one; default: the one the store recorded. devices: as for Backbone.
+    Raises WeightsError when either is missing or its sha256 differs, UsageError when one
+    is given for the other kind.
     """
     from headstart.extract import backbone_for_identity
 
@@ -94,12 +95,23 @@ def backbone_for_head(head: Head, weights_path: str | Path | None = None,
         if weights_path:
             raise UsageError(f"These features came from the KerasHub preset {model}, which "
                              "takes no --weights; pass --backbone PATH if its folder moved.")
-        return backbone_for_identity(head.identity, weights_path=str(preset or
-                                                                     head.weights_path or ""))
+        return backbone_for_identity(head.identity, devices=devices,
+                                     weights_path=str(preset or head.weights_path or ""))
     if preset:
         raise UsageError(f"--backbone is for features made with a KerasHub preset; these came "
                          f"from {model} (pass --weights PATH if its weights file moved).")
-    return backbone_for_identity(head.identity, weights_path=weights_file(head, weights_path))
+    return backbone_for_identity(head.identity, weights_path=weights_file(head, weights_path),
+                                 devices=devices)
+
+
+def head_backbone_info(head: Head, preset: str | Path | None = None):
+    """The BackboneInfo of the backbone that made the head's features, from its files only
+    (a KerasHub preset's JSON; nothing built): `preset` or the recorded one for KerasHub."""
+    from headstart.extract import backbone_info
+
+    if head.identity.model.startswith("keras_hub:"):
+        return backbone_info(str(preset or head.weights_path or ""))
+    return backbone_info(head.identity.model)
 
 
 def weights_file(head: Head, weights_path: str | Path | None = None) -> str | None:

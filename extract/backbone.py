@@ -356,7 +356,8 @@ def _on(tf, device: str | None):
 
 
 def backbone_for_identity(identity: Identity, weights_path: str | None = None, *,
-                          batch_size: int = DEFAULT_BATCH_SIZE) -> Backbone:
+                          batch_size: int = DEFAULT_BATCH_SIZE,
+                          devices: list[str] | None = None) -> Backbone:
     """Rebuild exactly the backbone that produced rows of `identity`, or say why not.
 
     The backbone runs in the recorded precision also on hardware that lacks it (bfloat16
@@ -364,10 +365,11 @@ def backbone_for_identity(identity: Identity, weights_path: str | None = None, *
     the same arithmetic, so new images get the rows the head was fitted on.
     weights_path: needed only when the identity names a weights file by hash; the file
     given must hash to the recorded value. For a KerasHub preset it is the preset (folder or
-    handle) the store recorded, or another copy of it. Raises WeightsError or UsageError.
+    handle) the store recorded, or another copy of it. devices: as for Backbone.
+    Raises WeightsError or UsageError.
     """
     if identity.model.startswith("keras_hub:"):
-        return _hub_backbone_for_identity(identity, weights_path, batch_size)
+        return _hub_backbone_for_identity(identity, weights_path, batch_size, devices)
     expected = pipeline_identity(identity.weights, identity.dtype, identity.precision,
                                  backbone=identity.model, layer=identity.layer)
     if identity != expected:
@@ -377,11 +379,11 @@ def backbone_for_identity(identity: Identity, weights_path: str | None = None, *
         )
     spec = WeightsSpec.from_identity(identity.weights, weights_path)
     return Backbone(spec, backbone=identity.model, layer=identity.layer, dtype=identity.dtype,
-                    precision=identity.precision, batch_size=batch_size)
+                    precision=identity.precision, batch_size=batch_size, devices=devices)
 
 
-def _hub_backbone_for_identity(identity: Identity, preset: str | None,
-                               batch_size: int) -> Backbone:
+def _hub_backbone_for_identity(identity: Identity, preset: str | None, batch_size: int,
+                               devices: list[str] | None = None) -> Backbone:
     """The Backbone of a KerasHub store's identity, from `preset` (the folder or handle the
     store recorded, or a copy of it), checked against the recorded sha256 of its weights
     and config and its converter before any model is built."""
@@ -400,4 +402,5 @@ def _hub_backbone_for_identity(identity: Identity, preset: str | None,
             "preset folder used for extraction."
         )
     return Backbone(WeightsSpec("imagenet"), backbone=info.preset, layer=identity.layer,
-                    dtype=identity.dtype, precision=identity.precision, batch_size=batch_size)
+                    dtype=identity.dtype, precision=identity.precision, batch_size=batch_size,
+                    devices=devices)

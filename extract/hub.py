@@ -136,6 +136,11 @@ FAMILIES: dict[str, Family] = {
         "vit_base_patch16_224_imagenet, vit_base_patch16_224_imagenet21k"),
 }
 FAMILY_OF_CLASS = {family.backbone: name for name, family in FAMILIES.items()}
+# The transformer block classes of each family (KerasHub 0.32): fine-tune unfreezes the top
+# ones ("blocks:N"), the top 2 and everything above them by default.
+BLOCK_CLASSES = ("DINOV2Layer", "DINOV3Layer", "SigLIPEncoderLayer", "CLIPEncoderLayer",
+                 "ViTEncoderBlock")
+DEFAULT_UNFREEZE = "blocks:2"
 
 
 def import_keras_hub():

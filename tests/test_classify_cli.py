@@ -205,7 +205,7 @@ class FakeBackbone:
 
 
 def fake_extract(monkeypatch, rows: dict[str, np.ndarray], calls: list):
-    def backbone_for_identity(identity, weights_path=None):
+    def backbone_for_identity(identity, weights_path=None, devices=None):
         calls.append((identity, weights_path))
         if weights_path == "wrong.h5":
             raise headstart.extract.WeightsError("Weights file 'wrong.h5' has sha256:0000..., but "

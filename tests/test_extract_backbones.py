@@ -149,4 +149,4 @@ def test_a_store_made_by_version_0_1_0_opens_resumes_and_predicts(old_store, tmp
     backbone_module.backbone_for_identity(identity)
     assert built == [(WeightsSpec("none", 0), {"backbone": "VGG16", "layer": "fc2",
                                                "dtype": "float32", "precision": "float32",
-                                               "batch_size": 32})]
+                                               "batch_size": 32, "devices": None})]

@@ -419,14 +419,62 @@ def test_every_export_format_gives_predict_probabilities(hub_store, non_square, 
     assert described["loading"].startswith("model.keras holds KerasHub layers")
 
 
-def test_fine_tune_says_it_does_not_handle_preset_heads_yet(hub_store, tmp_path):
+def test_fine_tune_trains_the_top_transformer_blocks_and_nothing_below(hub_store, presets,
+                                                                      tmp_path):
+    """blocks:2 of the tiny DINOv2 (2 blocks, the default): both blocks and the final
+    LayerNorm move; the patch embedding, class token and position embeddings stay exactly
+    as loaded. The fine-tuned model's SavedModel gives model.keras's probabilities."""
+    import keras
+    import keras_hub
+    import tensorflow as tf
+
+    from headstart.classify.export import PIXELS_SIGNATURE
     from headstart.classify.finetune import fine_tune
 
-    head = hub_store / "heads" / "logreg"
-    with pytest.raises(UsageError, match="fine-tune does not handle heads on KerasHub "
-                                         "features yet .keras_hub:tiny_dinov2.; predict"):
-        fine_tune(hub_store / "features.h5", head, out_dir=tmp_path / "tuned")
-    assert not (tmp_path / "tuned").exists()
+    result = fine_tune(hub_store / "features.h5", hub_store / "heads" / "logreg",
+                       out_dir=tmp_path / "tuned", epochs=1, patience=0, batch_size=8,
+                       learning_rate=1e-3, progress=False)
+    assert result.metrics["parameters"]["unfrozen"] == [
+        "layers_0", "layers_1", "dinov2_backbone_layernorm"]
+    assert result.metrics["options"]["unfreeze"] == "blocks:2"
+    tuned = keras.saving.load_model(tmp_path / "tuned" / "model.keras")
+    original = keras_hub.models.Backbone.from_preset(str(presets["dinov2"]),
+                                                     image_shape=(56, 56, 3))
+    tuned_backbone = tuned.get_layer("backbone").get_layer("dinov2_backbone")
+    embeddings = {w.path: w.numpy() for w in tuned_backbone.embeddings.weights}
+    for weight in original.embeddings.weights:
+        np.testing.assert_array_equal(embeddings[weight.path], weight.numpy())
+    moved = [not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(
+        tuned_backbone.encoder.weights, original.encoder.weights, strict=True)]
+    assert sum(moved) > len(moved) // 2
+    resize = backbone_info(str(presets["dinov2"])).resize
+    pixels = np.stack([decode_pixels(f.read_bytes(), 56, resize) for f in PHOTOS[:3]])
+    saved = tf.saved_model.load(str(tmp_path / "tuned" / "saved_model"))
+    np.testing.assert_allclose(
+        saved.signatures[PIXELS_SIGNATURE](pixels=tf.constant(pixels))["probabilities"],
+        tuned.predict(pixels, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("family, count, unfrozen", [
+    ("dinov3", 2, ["layers_0", "layers_1", "dinov3_backbone_layernorm"]),
+    ("siglip", 1, ["sig_lip_vision_encoder_encoder_block_1",
+                   "sig_lip_vision_encoder_post_layer_norm", "sig_lip_vision_encoder_head"]),
+    ("clip", 1, ["clip_vision_encoder_encoder_block_1", "clip_vision_encoder_layer_norm",
+                 "vision_projection"]),
+    ("vit", 1, ["transformer_block_2", "vit_encoder/ln"]),
+])
+def test_the_top_blocks_and_what_is_above_them_are_unfrozen(presets, family, count, unfrozen):
+    from headstart.classify.finetune import unfreeze_top
+
+    model = backbone_of(presets[family]).model
+    assert unfreeze_top(model, f"blocks:{count}") == unfrozen
+    trainable = {w.path for w in model.trainable_variables}
+    assert not any("embedding" in path for path in trainable)
+    assert trainable and len(trainable) < len(model.weights)
+    with pytest.raises(UsageError, match="the backbone has 2 transformer blocks"):
+        unfreeze_top(model, "blocks:3")
+    with pytest.raises(UsageError, match="give blocks:N with N a whole number"):
+        unfreeze_top(model, "blocks:x")
 
 
 def test_list_backbones_shows_the_keras_hub_families_and_their_sources(capsys):
