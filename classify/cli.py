@@ -78,6 +78,10 @@ def fit_head_parser() -> argparse.ArgumentParser:
                         help="with --exclude, only these comma-separated kinds: "
                              f"{','.join(ISSUE_KINDS)} (default: all)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--memory", metavar="SIZE",
+                        help="what the rows, their statistics and the model may take, e.g. "
+                             "1500M or 4G; a store that needs more is read in blocks "
+                             "(logreg) (default: half of the memory available)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     logreg = parser.add_argument_group("logreg")
     logreg.add_argument("--C", type=_typed(LogRegHead(), "C"), dest="C",
@@ -111,7 +115,8 @@ def _fit(args: argparse.Namespace) -> int:
         args.features, models=models, out_dir=args.output_dir, seed=args.seed,
         split=args.split, class_weight=args.class_weight,
         plots=not args.no_plots, log=log, exclude=args.exclude,
-        exclude_kinds=args.exclude_kinds, C=args.C, hidden_units=args.hidden_units,
+        exclude_kinds=args.exclude_kinds, memory=args.memory, C=args.C,
+        hidden_units=args.hidden_units,
         dropout=args.dropout, epochs=args.epochs, patience=args.patience,
         batch_size=args.batch_size, learning_rate=args.learning_rate, verbose=not args.quiet)
     metrics = [r.metrics for r in results]

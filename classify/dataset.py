@@ -1,4 +1,5 @@
-"""Load a feature store into memory for fitting, refusing data a head cannot learn from."""
+"""Load a feature store for fitting, refusing data a head cannot learn from: its rows in
+memory, or (lazy) read from the file as they are needed."""
 
 from __future__ import annotations
 
@@ -11,11 +12,38 @@ from headstart.errors import ClassifyError
 from headstart.features import Identity, open_store
 
 
+class StoreFeatures:
+    """A store's rows left in its file: `features[a:b]` and `features[index_array]` read
+    them (float32); the file stays open until `close()`."""
+
+    def __init__(self, path: Path):
+        self._store = open_store(path)
+        self._rows = self._store.features
+        self.shape = tuple(self._rows.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            return np.asarray(self._rows[index], dtype=np.float32)
+        index = np.asarray(index)
+        if not len(index):
+            return np.zeros((0, self.shape[1]), np.float32)
+        start = int(index.min())
+        return np.asarray(self._rows[start:int(index.max()) + 1][index - start],
+                          dtype=np.float32)
+
+    def close(self) -> None:
+        self._store.close()
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """Everything a head is fitted on; `features` float32, shape (n_images, dim)."""
+    """Everything a head is fitted on; `features` float32, shape (n_images, dim), in memory
+    (an ndarray) or read from the store as needed (StoreFeatures, `load_dataset(lazy=True)`)."""
 
-    features: np.ndarray
+    features: np.ndarray | StoreFeatures
     labels: np.ndarray  # int32, shape (n_images,), index into classes
     classes: list[str]
     paths: list[str]
@@ -30,8 +58,9 @@ class Dataset:
         return int(self.features.shape[1])
 
 
-def load_dataset(path: str | Path = "features.h5") -> Dataset:
-    """Read a complete, labelled store.
+def load_dataset(path: str | Path = "features.h5", *, lazy: bool = False) -> Dataset:
+    """Read a complete, labelled store (lazy: everything but the rows, which stay in the
+    file; close `dataset.features` when done).
 
     Raises StoreError or ClassifyError (one sentence) for unusable ones: missing,
     unfinished, damaged, unlabelled, one class, non-finite rows.
@@ -43,11 +72,16 @@ def load_dataset(path: str | Path = "features.h5") -> Dataset:
                 f"'{path}' is an unlabelled store (extracted with --unlabelled), so there is "
                 f"nothing to fit; score it with `predict --head HEAD --features {path}`."
             )
-        features = store.load_features()
+        features = StoreFeatures(path) if lazy else store.load_features()
         dataset = Dataset(features, np.asarray(store.labels, dtype=np.int32), list(store.classes),
                           list(store.paths), list(store.hashes), store.identity, dict(store.attrs),
                           path, store.given_splits)
-    check_dataset(dataset)
+    try:
+        check_dataset(dataset)
+    except BaseException:
+        if lazy:
+            features.close()
+        raise
     return dataset
 
 

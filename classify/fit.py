@@ -28,7 +28,16 @@ from headstart.classify.persist import HEAD_FOLDER, save_head
 from headstart.classify.plots import plot_confusion, plot_history, plot_selection
 from headstart.classify.softmax import save_keras
 from headstart.classify.split import SPLITS, check_split_option, resolve_split, write_split_csv
+from headstart.classify.streamed import (
+    RowSource,
+    block_rows_for,
+    default_budget,
+    fits_in_memory,
+    parse_memory,
+    peak_rss_mb,
+)
 from headstart.errors import ClassifyError
+from headstart.features import open_store
 from headstart.outputs import check_replaceable
 from headstart.words import printable_path
 
@@ -63,6 +72,7 @@ def fit_heads(
     log: Callable[[str], None] | None = None,
     exclude: str | Path | None = None,
     exclude_kinds: str | Sequence[str] | None = None,
+    memory: str | int | None = None,
     **head_options,
 ) -> list[FitResult]:
     """Fit each head in `models` on the same split of the store `features`.
@@ -76,6 +86,10 @@ def fit_heads(
     exclude: an issues.csv from audit-features; the rows it flags with one of
         `exclude_kinds` (default: every kind) leave train and validation, the test split
         stays as it is (see headstart.classify.exclude); recorded in metrics["excluded"].
+    memory: what the rows, their statistics and the model may take, in bytes or as
+        "1500M", "4G" (default: half of the memory available). A store whose in-memory
+        fit would need more is read in blocks (headstart.classify.streamed): logreg
+        only; recorded in metrics["memory"] with the peak resident memory.
     head_options: C (logreg); hidden_units, dropout, epochs, patience, batch_size,
         learning_rate, verbose (softmax). None keeps a head's default.
     """
@@ -92,7 +106,31 @@ def fit_heads(
     if exclude is not None:
         exclude_kinds = parse_kinds(exclude_kinds)
         check_exclude_file(exclude)
-    data = load_dataset(features)
+    budget = (memory if isinstance(memory, int) else parse_memory(memory) if memory
+              else default_budget())
+    with open_store(features) as store:
+        n_rows, dim, n_classes = store.n_rows, store.dim, len(store.classes)
+    streamed = not fits_in_memory(n_rows, dim, budget)
+    if streamed and "softmax" in models:
+        raise ClassifyError(
+            f"'{features}' needs more than --memory {budget >> 20}M in memory; the softmax head "
+            "does not read rows in blocks yet: fit --model logreg, or give a larger --memory.")
+    block_rows = block_rows_for(budget, dim, n_classes) if streamed else None
+    data = load_dataset(features, lazy=streamed)
+    try:
+        return _fit_all(data, models, estimators, out_dir=out_dir, seed=seed, split=split,
+                        plots=plots, log=log, exclude=exclude, exclude_kinds=exclude_kinds,
+                        memory={"budget_mb": round(budget / (1 << 20)), "streamed": streamed,
+                                **({"block_rows": block_rows} if streamed else {})})
+    finally:
+        if streamed:
+            data.features.close()
+
+
+def _fit_all(data: Dataset, models: Sequence[str], estimators: dict, *, out_dir, seed: int,
+             split, plots: bool, log: Callable[[str], None], exclude, exclude_kinds,
+             memory: dict) -> list[FitResult]:
+    features = data.source
     chosen = resolve_split(hashes=data.hashes, labels=data.labels, classes=data.classes,
                            seed=seed, split=split, given=data.given_splits, source=features)
     assignment, split_info = chosen.assignment, chosen.info
@@ -107,18 +145,31 @@ def fit_heads(
             "validation")
     log(f"{data.source}: {len(data.labels):,} images of {len(data.classes)} classes, "
         f"{data.dim} features; {report.split_text(split_info)}: "
-        + ", ".join(f"{name} {len(r):,}" for name, r in rows.items()))
+        + ", ".join(f"{name} {len(r):,}" for name, r in rows.items())
+        + (f"; read {memory['block_rows']:,} rows at a time to stay within --memory "
+           f"{memory['budget_mb']:,}M" if memory["streamed"] else ""))
     results = []
     for model in models:
         estimator = estimators[model]
         log(f"fitting {model} on {len(rows['train']):,} images...")
         start = time.perf_counter()
-        estimator.fit(data.features[rows["train"]], data.labels[rows["train"]],
-                      validation_data=(data.features[rows["validation"]],
-                                       data.labels[rows["validation"]]))
+        if memory["streamed"]:
+            source = RowSource(data.features, memory["block_rows"])
+            estimator.fit_streamed(source, rows["train"], data.labels[rows["train"]],
+                                   rows["validation"], data.labels[rows["validation"]])
+        else:
+            estimator.fit(data.features[rows["train"]], data.labels[rows["train"]],
+                          validation_data=(data.features[rows["validation"]],
+                                           data.labels[rows["validation"]]))
         seconds = time.perf_counter() - start
         head = _head(model, estimator, data, split_info)
-        probabilities = {name: head.predict_proba(data.features[r]) for name, r in rows.items()}
+        if memory["streamed"]:
+            probabilities = {name: report.Scores.joined([
+                report.Scores.of(data.labels[r][part], head.predict_proba(block))
+                for part, block in source.blocks(r)]) for name, r in rows.items()}
+        else:
+            probabilities = {name: head.predict_proba(data.features[r])
+                             for name, r in rows.items()}
         metrics = report.build_metrics(
             model=model, classes=data.classes,
             labels={name: data.labels[r] for name, r in rows.items()},
@@ -126,6 +177,7 @@ def fit_heads(
             extra={"selection": _selection(estimator), "parameters": _parameters(estimator),
                    "options": head.meta["options"], "store": head.meta["store"],
                    "split": split_info, "versions": head.meta["versions"],
+                   "memory": {**memory, "peak_rss_mb": round(peak_rss_mb(), 1)},
                    **({"excluded": excluded} if excluded else {})})
         directory = None
         if out_dir is not None:
@@ -206,9 +258,12 @@ def _write_files(directory: Path, head: Head, estimator, metrics: dict, data: Da
     with open(directory / "test_predictions.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "class", "predicted", "probability"])
-        for row, proba in zip(rows["test"], test_proba, strict=True):
+        scores = (test_proba if isinstance(test_proba, report.Scores)
+                  else report.Scores.of(data.labels[rows["test"]], test_proba))
+        for row, predicted, p_max in zip(rows["test"], scores.predicted, scores.p_max,
+                                         strict=True):
             writer.writerow([printable_path(data.paths[row]), data.classes[data.labels[row]],
-                             data.classes[int(proba.argmax())], f"{proba.max():.6f}"])
+                             data.classes[int(predicted)], f"{p_max:.6f}"])
     if head.kind == "softmax":
         save_keras(estimator.model_, directory / "model.keras")
     if draw:

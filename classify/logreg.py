@@ -74,10 +74,63 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
             weight = (compute_sample_weight("balanced", y_val)
                       if self.class_weight == "balanced" else None)
             validation = (self._standardise(X_val), np.asarray(y_val), weight)
+        model = self._walk(lambda C: self._fit_one(C, train, y, validation))
+        self.n_parameters_ = int(model.coef_.size + model.intercept_.size)
+        self.coef_, self.intercept_ = softmax_form(model.coef_, model.intercept_)
+        return self
+
+    def fit_streamed(self, source, train: np.ndarray, y: np.ndarray, validation: np.ndarray,
+                     y_val: np.ndarray) -> LogRegHead:
+        """The same fit on rows read in blocks (`headstart.classify.streamed`), one block in
+        memory at a time: scikit-learn's objective and L-BFGS settings, the same walk over
+        C on validation log loss, each C warm-started from the previous one's solution.
+
+        source: a streamed.RowSource; train, validation: sorted row indices into it;
+        y, y_val: their int labels. Raises UsageError for an option out of range.
+        """
+        from headstart.classify.streamed import fit_logistic, streamed_scaler
+
+        self.check_params()
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        scaler = streamed_scaler(rows for _, rows in source.blocks(train))
+        self.mean_ = scaler.mean_.astype(np.float64)
+        self.scale_ = scaler.scale_.astype(np.float64)
+        codes = np.searchsorted(self.classes_, y)
+        weight = (compute_sample_weight("balanced", y) if self.class_weight == "balanced"
+                  else np.ones(len(y)))
+        val_weight = (compute_sample_weight("balanced", y_val)
+                      if self.class_weight == "balanced" else np.ones(len(y_val)))
+        dim, k = len(self.mean_), len(self.classes_)
+
+        def blocks():
+            for part, rows in source.blocks(train):
+                yield rows, codes[part], weight[part]
+
+        previous = None
+
+        def fit_one(C: float):
+            nonlocal previous
+            w, n_iter = fit_logistic(blocks, k, dim, C=C, mean=self.mean_, scale=self.scale_,
+                                     max_iter=self.max_iter, tol=self.tol, warm_start=previous)
+            previous = w
+            record = {"C": C, "n_iter": n_iter, "converged": n_iter < self.max_iter}
+            record.update(self._streamed_validation(source, w, validation, y_val, val_weight))
+            return w, record
+
+        w = self._walk(fit_one)
+        self.n_parameters_ = int(w.size)
+        self.coef_, self.intercept_ = softmax_form(w[:, :dim], w[:, dim])
+        return self
+
+    def _walk(self, fit_one):
+        """Fit each C of the grid from strong to weak regularisation (or the fixed C),
+        stopping once validation loss rose `patience` times in a row; keep the lowest.
+        fit_one(C) -> (model, record). Sets C_, n_iter_, converged_, selection_."""
         grid = (self.C,) if self.C is not None else tuple(sorted(self.Cs))
         fits, self.selection_, rises = [], [], 0
         for C in grid:
-            model, record = self._fit_one(C, train, y, validation)
+            model, record = fit_one(C)
             loss = record.get("val_loss", 0)
             rises = rises + 1 if self.selection_ and loss > self.selection_[-1]["val_loss"] else 0
             fits.append(model)
@@ -85,11 +138,23 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
             if rises >= self.patience:
                 break
         best = min(range(len(fits)), key=lambda i: self.selection_[i].get("val_loss", 0))
-        model, record = fits[best], self.selection_[best]
+        record = self.selection_[best]
         self.C_, self.n_iter_, self.converged_ = record["C"], record["n_iter"], record["converged"]
-        self.n_parameters_ = int(model.coef_.size + model.intercept_.size)
-        self.coef_, self.intercept_ = softmax_form(model.coef_, model.intercept_)
-        return self
+        return fits[best]
+
+    def _streamed_validation(self, source, w, validation, y_val, weight) -> dict:
+        """Validation log loss (scikit-learn's, weighted) and accuracy, block by block."""
+        from headstart.classify.streamed import probabilities
+
+        eps = np.finfo(np.float64).eps
+        loss = correct = 0.0
+        for part, rows in source.blocks(validation):
+            proba = probabilities(w, rows, self.mean_, self.scale_)
+            codes = np.searchsorted(self.classes_, y_val[part])
+            p_true = np.clip(proba[np.arange(len(codes)), codes], eps, 1 - eps)
+            loss += float(weight[part] @ -np.log(p_true))
+            correct += float(np.sum(proba.argmax(axis=1) == codes))
+        return {"val_loss": loss / float(weight.sum()), "val_accuracy": correct / len(y_val)}
 
     def check_params(self) -> None:
         """UsageError naming the first option outside its declared range."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +23,55 @@ from sklearn.metrics import (
 from headstart.classify.split import SPLITS, format_fractions
 
 
-def split_metrics(y: np.ndarray, proba: np.ndarray) -> dict:
-    """n, accuracy, balanced accuracy and log loss of probabilities `proba` (n, n_classes)."""
-    predicted = proba.argmax(axis=1)
+@dataclass(frozen=True)
+class Scores:
+    """What the metrics need of a split's probabilities (n, n_classes), n values each:
+    the predicted class (int64), and the probability of the true class and of the
+    predicted one (float64). A head fitted on rows read in blocks keeps these instead of
+    the (n, n_classes) probabilities, so memory does not grow with the classes."""
+
+    predicted: np.ndarray
+    p_true: np.ndarray
+    p_max: np.ndarray
+
+    @classmethod
+    def of(cls, y: np.ndarray, proba: np.ndarray) -> Scores:
+        predicted = proba.argmax(axis=1)
+        rows = np.arange(len(y))
+        return cls(predicted, proba[rows, np.asarray(y)].astype(np.float64),
+                   proba[rows, predicted].astype(np.float64))
+
+    @classmethod
+    def joined(cls, parts: Sequence[Scores]) -> Scores:
+        if not parts:
+            return cls(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        return cls(*(np.concatenate([getattr(p, name) for p in parts])
+                     for name in ("predicted", "p_true", "p_max")))
+
+
+def split_metrics(y: np.ndarray, proba: np.ndarray | Scores) -> dict:
+    """n, accuracy, balanced accuracy and log loss of probabilities `proba` (n, n_classes),
+    or of their Scores (log loss as scikit-learn's: -log of the true class's probability
+    clipped to [eps, 1 - eps], averaged)."""
+    if isinstance(proba, Scores):
+        predicted = proba.predicted
+        eps = np.finfo(np.float64).eps
+        loss = float(np.mean(-np.log(np.clip(proba.p_true, eps, 1 - eps))))
+    else:
+        predicted = proba.argmax(axis=1)
+        loss = float(log_loss(y, proba, labels=np.arange(proba.shape[1])))
     return {
         "n": int(len(y)),
         "accuracy": float(accuracy_score(y, predicted)),
         "balanced_accuracy": float(balanced_accuracy_score(y, predicted)),
-        "log_loss": float(log_loss(y, proba, labels=np.arange(proba.shape[1]))),
+        "log_loss": loss,
     }
 
 
-def class_metrics(y: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict:
+def class_metrics(y: np.ndarray, proba: np.ndarray | Scores, classes: Sequence[str]) -> dict:
     """Per-class precision / recall / F1 / support and the confusion matrix (rows: true class)."""
     labels = np.arange(len(classes))
-    predicted = proba.argmax(axis=1)
+    predicted = proba.predicted if isinstance(proba, Scores) else proba.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(
         y, predicted, labels=labels, zero_division=0)
     per_class = {
@@ -58,8 +93,10 @@ def chance_level(y_train: np.ndarray, y_test: np.ndarray, classes: Sequence[str]
 
 
 def build_metrics(*, model: str, classes: Sequence[str], labels: dict[str, np.ndarray],
-                  probabilities: dict[str, np.ndarray], fit_seconds: float, extra: dict) -> dict:
-    """The content of metrics.json; `labels` and `probabilities` are keyed by split name."""
+                  probabilities: dict[str, np.ndarray | Scores], fit_seconds: float,
+                  extra: dict) -> dict:
+    """The content of metrics.json; `labels` and `probabilities` (or their Scores) are
+    keyed by split name."""
     metrics = {"head": model, "classes": list(classes)}
     for split in SPLITS:
         metrics[split] = split_metrics(labels[split], probabilities[split])
@@ -162,6 +199,10 @@ def format_summary(results: Sequence[dict]) -> str:
     rows.append(["parameters: non-trainable"]
                 + [f"{m['parameters']['non_trainable']:,}" for m in results])
     rows.append(["time to fit"] + [f"{m['fit_seconds']:.1f} s" for m in results])
+    if all("memory" in m for m in results):
+        rows.append(["peak memory (resident)"] + [
+            f"{m['memory']['peak_rss_mb']:,.0f} MB"
+            + (" (rows read in blocks)" if m["memory"]["streamed"] else "") for m in results])
     remarks = [line for m in results for line in notes(m)]
     return table(rows, "l" + "r" * len(results)) + "".join("\n" + line for line in remarks)
 

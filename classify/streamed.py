@@ -19,6 +19,7 @@ Standardisation statistics come from one pass of scikit-learn's own
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -110,3 +111,106 @@ def probabilities(w: np.ndarray, rows: np.ndarray, mean: np.ndarray, scale: np.n
         positive = expit(z[:, 0])
         return np.column_stack([1 - positive, positive])
     return np.exp(z - logsumexp(z, axis=1, keepdims=True))
+
+
+# ---- memory and reading --------------------------------------------------------------------
+
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+DEFAULT_SHARE = 0.5  # of the memory available when fit-head starts (MemAvailable)
+# Bytes per stored value that fit-head's in-memory logreg holds at its peak: the rows as
+# float32 (4), scikit-learn's float64 standardised copy of the train rows (8) and the
+# float64 copy LogisticRegression makes of it (8), rounded up for validation's copy.
+IN_MEMORY_BYTES_PER_VALUE = 24
+# Bytes per value of a block while the streamed loss is summed: the float32 rows read (4),
+# their float64 standardised copy (8) and the product with the coefficients' rows (8).
+BLOCK_BYTES_PER_VALUE = 20
+LBFGS_COPIES = 24  # float64 copies of the coefficients L-BFGS-B keeps (10 pairs, x, grad...)
+
+
+def parse_memory(text: str) -> int:
+    """Bytes of a --memory value: "1500M", "4G", "512K", "2.5G" or plain bytes.
+
+    Raises UsageError (one sentence) for anything else or a value under 1 MiB.
+    """
+    from headstart.errors import UsageError
+
+    value = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in UNITS and value[-1:] else ""
+    try:
+        number = float(value[:-1] if unit else value)
+    except ValueError:
+        number = -1.0
+    if not number > 0 or number * UNITS[unit] < UNITS["M"]:
+        raise UsageError(f"--memory takes a size such as 1500M or 4G (at least 1M), got "
+                         f"{text!r}.")
+    return int(number * UNITS[unit])
+
+
+def available_memory() -> int:
+    """Bytes the kernel says can be allocated without swapping (MemAvailable), or the
+    physical memory where /proc/meminfo is not there."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def default_budget() -> int:
+    """fit-head's memory budget when --memory is not given: DEFAULT_SHARE of what is
+    available now."""
+    return int(DEFAULT_SHARE * available_memory())
+
+
+def fits_in_memory(n_rows: int, dim: int, budget: int) -> bool:
+    """Whether the in-memory fit's peak (IN_MEMORY_BYTES_PER_VALUE per value) fits."""
+    return n_rows * dim * IN_MEMORY_BYTES_PER_VALUE <= budget
+
+
+def block_rows_for(budget: int, dim: int, n_classes: int) -> int:
+    """Store rows read at a time: what half of the budget holds at BLOCK_BYTES_PER_VALUE
+    per value (the other half is for the model, L-BFGS's copies and the labels), between
+    256 and 65,536. Raises UsageError when the model alone does not fit."""
+    from headstart.errors import UsageError
+
+    model = LBFGS_COPIES * 8 * n_classes * (dim + 1)
+    if model > budget // 2:
+        raise UsageError(f"--memory {budget / UNITS['M']:.0f}M is too small for a linear probe "
+                         f"of {n_classes} classes x {dim} features, whose optimiser holds "
+                         f"{model / UNITS['M']:.0f} MB; give at least "
+                         f"{2 * model / UNITS['M']:.0f}M.")
+    per_row = BLOCK_BYTES_PER_VALUE * dim + 3 * 8 * n_classes
+    return int(min(65536, max(256, (budget // 2) // per_row)))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (getrusage's ru_maxrss)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class RowSource:
+    """Rows of a (n, dim) array-like (an h5py dataset, or an ndarray) read `block_rows`
+    store rows at a time: one contiguous read per block, whichever rows of it are wanted."""
+
+    def __init__(self, features, block_rows: int):
+        self.features = features
+        self.block_rows = int(block_rows)
+
+    def blocks(self, rows: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+        """(positions in `rows`, float32 rows) for sorted row indices `rows`."""
+        rows = np.asarray(rows)
+        if not len(rows):
+            return
+        step = self.block_rows
+        for start in range(int(rows[0]) - int(rows[0]) % step, int(rows[-1]) + 1, step):
+            lo, hi = np.searchsorted(rows, [start, start + step])
+            if lo == hi:
+                continue
+            window = self.features[start:min(start + step, int(rows[hi - 1]) + 1)]
+            yield slice(int(lo), int(hi)), np.asarray(window[rows[lo:hi] - start],
+                                                      dtype=np.float32)

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import make_store
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
-from headstart.classify.streamed import blocks_of, fit_logistic, probabilities, streamed_scaler
+from headstart.classify import fit_heads, load_head, predict_store
+from headstart.classify.streamed import (
+    blocks_of,
+    fit_logistic,
+    parse_memory,
+    probabilities,
+    streamed_scaler,
+)
+from headstart.errors import ClassifyError, UsageError
 
 
-def clustered(n: int, dim: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def clustered(n: int, dim: int, classes: int, seed: int = 0, noise: float = 1.5
+              ) -> tuple[np.ndarray, np.ndarray]:
     """float16 rows around one centre per class, overlapping (not separable), uneven
     classes and feature scales, like stored features."""
     rng = np.random.default_rng(seed)
     y = rng.choice(classes, size=n, p=np.linspace(1, 2, classes) / np.linspace(1, 2, classes)
                    .sum())
     centres = rng.normal(size=(classes, dim))
-    X = (centres[y] + 1.5 * rng.normal(size=(n, dim))) * rng.uniform(0.1, 10, dim) + 3
+    X = (centres[y] + noise * rng.normal(size=(n, dim))) * rng.uniform(0.1, 10, dim) + 3
     return X.astype(np.float16), y
 
 
@@ -67,3 +77,65 @@ def test_a_warm_start_from_a_neighbouring_c_needs_fewer_iterations():
     # The same optimum to L-BFGS's tolerance (gtol 1e-4): log loss within 1e-3 relative.
     assert log_loss(y, probabilities(warm, X, **options)) == pytest.approx(
         log_loss(y, probabilities(cold, X, **options)), rel=1e-3)
+
+
+# ---- fit-head on a store larger than its --memory --------------------------------------------
+
+@pytest.fixture(scope="module")
+def overlapping_store(tmp_path_factory):
+    """3,000 rows x 64 features of 3 overlapping classes: a fit whose C matters."""
+    X, y = clustered(3000, 64, 3, seed=7, noise=5.0)
+    return make_store(tmp_path_factory.mktemp("streamed") / "features.h5",
+                      X.astype(np.float32), y)
+
+
+def test_parse_memory_takes_sizes_and_refuses_the_rest():
+    assert parse_memory("1500M") == 1500 << 20 and parse_memory("4G") == 4 << 30
+    assert parse_memory("2.5g") == int(2.5 * (1 << 30)) and parse_memory("3GiB") == 3 << 30
+    assert parse_memory("2097152") == 2 << 20
+    for bad in ("lots", "-1G", "512K", "0", "G"):
+        with pytest.raises(UsageError, match=f"--memory takes a size such as 1500M or 4G "
+                                             f"\\(at least 1M\\), got '{bad}'"):
+            parse_memory(bad)
+
+
+def test_a_store_over_the_memory_budget_is_fitted_in_blocks_like_in_memory(
+        overlapping_store, tmp_path):
+    """A 2 MB budget (the in-memory fit needs 4.6 MB): the rows are read about 700 at a
+    time. Against the in-memory fit of the same store: the same C, test accuracy within
+    0.5 points, test log loss within 1%."""
+    streamed = fit_heads(overlapping_store, ("logreg",), out_dir=tmp_path / "streamed",
+                         memory=2_000_000, plots=False)[0].metrics
+    in_memory = fit_heads(overlapping_store, ("logreg",), out_dir=tmp_path / "memory",
+                          plots=False)[0].metrics
+    assert streamed["memory"]["streamed"] and not in_memory["memory"]["streamed"]
+    assert 256 <= streamed["memory"]["block_rows"] < 1000
+    assert streamed["memory"]["peak_rss_mb"] > 0
+    assert len(streamed["selection"]["grid"]) > 1
+    assert streamed["selection"]["C"] == in_memory["selection"]["C"]
+    assert abs(streamed["test"]["accuracy"] - in_memory["test"]["accuracy"]) <= 0.005
+    assert streamed["test"]["log_loss"] == pytest.approx(in_memory["test"]["log_loss"],
+                                                         rel=0.01)
+    assert streamed["test"]["confusion_matrix"]["classes"] == ["class0", "class1", "class2"]
+    lines = (tmp_path / "streamed" / "logreg" / "test_predictions.csv").read_text().splitlines()
+    assert len(lines) == 1 + streamed["test"]["n"]
+    head = load_head(tmp_path / "streamed" / "logreg")  # the saved head predicts in memory
+    assert predict_store(head, overlapping_store).probabilities.shape == (3000, 3)
+
+
+def test_softmax_over_the_budget_is_refused_before_any_work(overlapping_store, tmp_path):
+    with pytest.raises(ClassifyError, match="needs more than --memory 1M in memory; the "
+                                            "softmax head does not read rows in blocks yet"):
+        fit_heads(overlapping_store, ("logreg", "softmax"), out_dir=tmp_path / "heads",
+                  memory="1M")
+    assert not (tmp_path / "heads").exists()
+
+
+def test_fit_head_with_a_small_memory_says_so_in_its_summary(overlapping_store, tmp_path,
+                                                            capsys):
+    from headstart.classify.cli import fit_head_main
+
+    assert fit_head_main(["--features", str(overlapping_store), "--memory", "1M", "-o",
+                          str(tmp_path / "heads"), "--no-plots", "-q", "--C", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "peak memory (resident)" in out and "(rows read in blocks)" in out
