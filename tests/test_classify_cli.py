@@ -17,7 +17,6 @@ import headstart.extract
 from headstart.classify.cli import fit_head_main, predict_main
 from headstart.features import write_store
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

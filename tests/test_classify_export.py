@@ -29,7 +29,7 @@ from headstart.classify.head import Head, Layer
 from headstart.errors import OutputError
 from headstart.extract import WeightsSpec, backbone_info, decode_pixels, pipeline_identity
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DEPLOY_DOC = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"
 PHOTOS = sorted(SAMPLE_PETS.glob("*/*.jpg"))
 
 
@@ -202,8 +202,8 @@ def test_a_bfloat16_classifier_exports_and_its_tflite_file_computes_in_float32(t
 
 
 def doc_python_blocks() -> list[str]:
-    """The README's example of the exported model (the one that imports TensorFlow)."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    """docs/deploy.md's example of the exported model (the one that imports TensorFlow)."""
+    blocks = re.findall(r"```python\n(.*?)```", DEPLOY_DOC.read_text(encoding="utf-8"), re.S)
     return [block for block in blocks if "import tensorflow" in block]
 
 
