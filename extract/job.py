@@ -160,8 +160,11 @@ def check_output(output: Path) -> None:
     if output.is_dir():
         raise StoreError(f"Output '{output}' is a directory; "
                          f"pass a file name such as {output}/features.h5.")
-    if not output.parent.exists():
-        raise StoreError(f"Output folder '{output.parent}' does not exist; create it first.")
+    try:  # as fit-head and audit-features do for theirs
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreError(f"Cannot create the output folder '{output.parent}' "
+                         f"({error.strerror}); choose another -o location.") from None
     probe = output.parent / f".{output.name}.writable-{os.getpid()}"
     try:
         probe.touch()

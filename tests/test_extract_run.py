@@ -179,8 +179,12 @@ def test_output_problems_are_reported_before_any_work(tmp_path):
     (tmp_path / "adir").mkdir()
     with pytest.raises(StoreError, match="is a directory"):
         run(folder, tmp_path / "adir")
-    with pytest.raises(StoreError, match="does not exist; create it first"):
-        run(folder, tmp_path / "missing" / "f.h5")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(StoreError, match="Cannot create the output folder '.*afile.sub' "
+                                         "\\(Not a directory\\); choose another -o"):
+        run(folder, tmp_path / "afile" / "sub" / "f.h5")
+    run(folder, tmp_path / "runs" / "a" / "f.h5", backbone="MobileNetV3Small")  # created
+    assert (tmp_path / "runs" / "a" / "f.h5").is_file()
 
 
 def test_memory_does_not_grow_with_the_number_of_images(tmp_path, cached_backbones):
