@@ -27,7 +27,7 @@ from headstart.classify.softmax import SoftmaxHead
 from headstart.cli import run_command
 from headstart.errors import EXIT_CHECK_FAILED, ClassifyError
 from headstart.options import Range, argument_type, default_of
-from headstart.words import shown
+from headstart.words import not_images, shown
 
 BOTH = "both"
 
@@ -169,6 +169,8 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", metavar="PATH",
                         help="the KerasHub preset folder the store was extracted with, if "
                              "it moved (the sha256 of its weights and config must match)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar on stderr")
     return parser
 
 
@@ -182,7 +184,8 @@ def _predict(args: argparse.Namespace) -> int:
         predictions = predict_store(head, args.features)
     else:
         predictions = predict_images(head, args.inputs, batch_size=args.batch_size,
-                                     weights_path=args.weights, preset=args.backbone)
+                                     weights_path=args.weights, preset=args.backbone,
+                                     progress=not args.quiet)
     for path, reason in predictions.skipped:
         print(f"predict: skipped '{shown(path)}': {shown(reason)}", file=sys.stderr)
     if predictions.paths:
@@ -190,6 +193,8 @@ def _predict(args: argparse.Namespace) -> int:
     if args.output:
         write_predictions(predictions, args.output, top_k=args.top_k)
     summary = f"predict: {len(predictions.paths):,} predicted, {len(predictions.skipped):,} skipped"
+    if predictions.left_out:
+        summary += f"; {not_images(predictions.left_out)}"
     if predictions.accuracy is not None:
         summary += f"; accuracy against the store's labels {100 * predictions.accuracy:.2f}%"
     print(summary + (f"; written to {args.output}" if args.output else "") + ".", file=sys.stderr)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from headstart.classify.head import Head
 from headstart.errors import ClassifyError, OutputError, UsageError
@@ -33,6 +36,7 @@ class Predictions:
     classes: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     true_classes: list[str] | None = None  # known when predicting a store's rows
+    left_out: dict[str, int] = field(default_factory=dict)  # non-image files, by kind
 
     @property
     def predicted(self) -> list[str]:
@@ -54,28 +58,35 @@ class Predictions:
 
 def predict_images(head: Head, inputs: Sequence[str | Path], *, batch_size: int = 32,
                    weights_path: str | Path | None = None,
-                   preset: str | Path | None = None) -> Predictions:
+                   preset: str | Path | None = None, progress: bool = False) -> Predictions:
     """Find images in `inputs` (files or folders), embed them as the head's store did, predict.
 
     weights_path: the weights file, when the head's features came from one (sha256 is checked);
         default: where the store recorded it.
     preset: the KerasHub preset folder, when the features came from one that moved.
+    progress: a progress bar on stderr while the images are embedded.
+    Files in the folders that are not images are counted in `left_out`, by kind.
     """
     from headstart.extract import embed_files, find_images
 
-    files = find_images([str(p) for p in inputs])
+    left_out = Counter()
+    files = find_images([str(p) for p in inputs], left_out)
     if not files:
         raise ClassifyError(
             f"No images found in {', '.join(repr(str(p)) for p in inputs)}; give image files "
             "or folders that contain some."
         )
     backbone = backbone_for_head(head, weights_path, preset)
-    embedded = embed_files(files, backbone, batch_size=batch_size)
+    with tqdm(total=len(files), unit="img", desc="predicting", file=sys.stderr,
+              disable=not progress, leave=False) as bar:
+        embedded = embed_files(files, backbone, batch_size=batch_size, advance=bar.update)
     skipped = [(str(path), str(reason)) for path, reason in embedded.skipped]
+    left = dict(left_out.most_common())
     if not len(embedded.paths):
-        return Predictions([], np.zeros((0, len(head.classes))), head.classes, skipped)
+        return Predictions([], np.zeros((0, len(head.classes))), head.classes, skipped,
+                           left_out=left)
     return Predictions([str(p) for p in embedded.paths], head.predict_proba(embedded.rows),
-                       head.classes, skipped)
+                       head.classes, skipped, left_out=left)
 
 
 def backbone_for_head(head: Head, weights_path: str | Path | None = None,

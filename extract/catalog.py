@@ -26,7 +26,7 @@ from pathlib import Path
 
 from headstart.bulk import paused_gc
 from headstart.errors import FolderError
-from headstart.extract.formats import image_extensions, is_image_name
+from headstart.extract.formats import image_extensions, is_image_name, left_out_kind
 from headstart.extract.labels import LabelSpec, csv_labels, name_labels
 from headstart.extract.walk import (
     UNREACHABLE,
@@ -108,16 +108,23 @@ def scan(root: str | Path, spec: LabelSpec | None = None) -> Catalog:
     return _from_folders(root)
 
 
-def find_images(inputs) -> list[Path]:
-    """Files as given, plus the images found recursively (sorted) in any folders given."""
+def find_images(inputs, left_out: Counter | None = None) -> list[Path]:
+    """Files as given, plus the images found recursively (sorted) in any folders given.
+
+    left_out: counts, by kind ('.txt', 'hidden', ...; formats.left_out_kind), the files
+    in those folders that are not images, as extract-features reports them.
+    """
     found: list[Path] = []
     for item in map(Path, inputs):
-        if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p.name)
-                            and not any(part.startswith(".") for part in
-                                        p.relative_to(item).parts))
-        else:
+        if not item.is_dir():
             found.append(item)
+            continue
+        for path in sorted(p for p in item.rglob("*") if p.is_file()):
+            hidden = any(part.startswith(".") for part in path.relative_to(item).parts)
+            if is_image_name(path.name) and not hidden:
+                found.append(path)
+            elif left_out is not None and (kind := left_out_kind(path.name)):
+                left_out["hidden" if hidden else kind] += 1
     return found
 
 

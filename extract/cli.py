@@ -22,7 +22,7 @@ from headstart.extract.runner import extract_features
 from headstart.extract.sharding import parse_shard, slurm_shard
 from headstart.features import schema
 from headstart.options import argument_type
-from headstart.words import count
+from headstart.words import count, not_images
 
 ENGINES = ("local", "ray")
 
@@ -164,12 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _left_out(summary: Summary) -> str | None:
-    if not summary.left_out:
-        return None
-    total = sum(summary.left_out.values())
-    kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary.left_out.most_common())
-    return f"left out {count(total, 'file')} that {'is' if total == 1 else 'are'} not " \
-        f"{'an image' if total == 1 else 'images'}: {kinds}"
+    return not_images(dict(summary.left_out.most_common()))
 
 
 def format_summary(summary: Summary) -> str:

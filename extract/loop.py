@@ -44,11 +44,16 @@ def embedded_batches(items: Iterable[tuple[str, str | Path]], backbone, *, batch
 
 
 def embed_files(files: Sequence[str | Path], backbone, *, batch_size: int = 32,
-                workers: int | None = None) -> Embedded:
-    """float32 rows (n_readable, dim) of image files; unreadable ones are listed, not fatal."""
+                workers: int | None = None,
+                advance: Callable[[int], None] = lambda n: None) -> Embedded:
+    """float32 rows (n_readable, dim) of image files; unreadable ones are listed, not fatal.
+
+    advance(n): called with the number of files done after each batch (a progress bar).
+    """
     paths, rows, skipped = [], [], []
     for group, block in embedded_batches(((str(f), f) for f in files), backbone,
                                          batch_size=batch_size, workers=workers):
+        advance(len(group))
         skipped += [(d.key, d.reason) for d in group if d.pixels is None]
         readable = [d.key for d in group if d.pixels is not None]
         if readable:

@@ -11,6 +11,18 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
+def not_images(left_out: dict[str, int]) -> str | None:
+    """'left out 3 files that are not images: .txt 2, hidden 1' (most common kind first,
+    then by name), or None when nothing was left out."""
+    if not left_out:
+        return None
+    total = sum(left_out.values())
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(
+        left_out.items(), key=lambda item: (-item[1], item[0])))
+    return (f"left out {count(total, 'file')} that {'is' if total == 1 else 'are'} not "
+            f"{'an image' if total == 1 else 'images'}: {kinds}")
+
+
 def shown(text: object) -> str:
     """`text` made safe to print on a terminal: control characters (ESC sequences that move
     the cursor, clear the screen or retitle the window, carriage returns, bidi overrides)

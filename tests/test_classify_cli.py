@@ -211,7 +211,8 @@ def fake_extract(monkeypatch, rows: dict[str, np.ndarray], calls: list):
                                                  "the features were made with sha256:1111....")
         return FakeBackbone(identity, weights_path)
 
-    def embed_files(files, backbone, batch_size=32):
+    def embed_files(files, backbone, batch_size=32, advance=lambda n: None):
+        advance(len(files))
         good = [str(f) for f in files if Path(f).name in rows]
         bad = [(str(f), "cannot identify image file") for f in files if Path(f).name not in rows]
         matrix = np.array([rows[Path(f).name] for f in good] or np.zeros((0, 16)), np.float32)
@@ -231,12 +232,19 @@ def test_predict_images_skips_unreadable_ones(heads, store, tmp_path, monkeypatc
     folder.mkdir()
     for name in ("a.jpg", "b.jpg", "broken.jpg"):
         (folder / name).write_bytes(b"not really")
+    (folder / "notes.txt").write_text("not an image")  # left out, and counted
+    (folder / ".thumbs").mkdir()
+    (folder / ".thumbs" / "a.jpg").write_bytes(b"hidden")
     calls = []
     fake_extract(monkeypatch, {"a.jpg": cat, "b.jpg": dog}, calls)
     out_csv = tmp_path / "predictions.csv"
     assert predict_main(["--head", str(heads / "logreg"), str(folder),
                          "--output", str(out_csv)]) == 0
     captured = capsys.readouterr()
+    assert "\rpredicting:" in captured.err  # the progress bar
+    assert captured.err.rstrip().endswith(
+        "predict: 2 predicted, 1 skipped; left out 2 files that are not images: .txt 1, "
+        f"hidden 1; written to {out_csv}.")
     assert calls == [(IDENTITY, None)]  # the head's recorded identity; no weights file needed
     assert "skipped '" in captured.err and "broken.jpg': cannot identify image file" in captured.err
     lines = captured.out.splitlines()
