@@ -113,13 +113,18 @@ def main() -> None:
             import keras
 
             keras.backend.clear_session()
-            report["backbones"][name] = bench_one(name, folder, Path(tmp), args.batch_size,
-                                                  2 if args.quick else 3)
-            print(name, {k: v if isinstance(v, str) else round(v, 2)
-                         for k, v in report["backbones"][name].items()}, flush=True)
-            output.write_text(json.dumps(report, indent=2))
+            record(report, name, bench_one(name, folder, Path(tmp), args.batch_size,
+                                           2 if args.quick else 3), output)
     output.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
+
+
+def record(report: dict, key: str, row: dict, output: Path) -> None:
+    """Add one result, print it, and rewrite the JSON (results are kept as they come)."""
+    report["backbones"][key] = row
+    print(key, {k: v if isinstance(v, str) else round(v, 2) for k, v in row.items()},
+          flush=True)
+    output.write_text(json.dumps(report, indent=2))
 
 
 def markdown(report: dict) -> str:
@@ -225,10 +230,7 @@ def hub_main(args, count: int, chosen: bool) -> None:
                 keras.backend.clear_session()
                 row = bench_one(str(preset), folder, Path(tmp), args.batch_size,
                                 2 if args.quick else 3, precision)
-                report["backbones"][f"{name} {row['precision']}"] = row
-                print(name, {k: v if isinstance(v, str) else round(v, 2)
-                             for k, v in row.items()}, flush=True)
-                output.write_text(json.dumps(report, indent=2))
+                record(report, f"{name} {row['precision']}", row, output)
     output.with_suffix(".md").write_text(hub_markdown(report))
     print(hub_markdown(report))
 
