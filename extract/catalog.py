@@ -160,7 +160,7 @@ def _from_folders(root: Path) -> Catalog:
         walk.ignored.append((path, "image at the top level, not in a class folder"))
     if not classes:
         raise FolderError(_no_images_message(root, walk.top_level_images))
-    notices += _nfc_clashes(classes)
+    notices += _nfc_clashes(classes) + _case_twins(classes)
     files = sorted(labels)
     return Catalog(root, files, labels, classes, "folders", None, walk.stats, walk.ignored,
                    walk.left_out, notices, walk.unreadable)
@@ -191,6 +191,22 @@ def _nfc_clashes(classes: list[str]) -> list[str]:
         "but are spelt with different Unicode code points (NFC vs NFD, e.g. typed on macOS "
         "and on Linux); they are stored as separate classes: rename one to merge them"
         for names in groups.values() if len(names) > 1
+    ]
+
+
+def _case_twins(classes: list[str]) -> list[str]:
+    """Warn about class names that differ only in case ('Cat', 'cat', 'CAT'): on a
+    case-sensitive file system they are separate folders, and separate classes."""
+    groups: dict[str, list[str]] = {}
+    for name in classes:
+        groups.setdefault(unicodedata.normalize("NFC", name).casefold(), []).append(name)
+    twins = [names for names in groups.values()
+             if len({unicodedata.normalize("NFC", n) for n in names}) > 1]
+    return [
+        f"class folders {', '.join(repr(printable(n)) for n in names[:-1])} and "
+        f"{printable(names[-1])!r} differ only in case; they are stored as "
+        f"{len(names)} separate classes: rename them to one spelling to merge them"
+        for names in twins
     ]
 
 
@@ -255,7 +271,7 @@ def _from_split_folders(root: Path, splits: list[os.DirEntry]) -> Catalog:
         if missing:
             notices.append(f"class {listed(missing)} has no images in the {split} split "
                            f"('{seen_split[split]}/')")
-    notices += _nfc_clashes(classes)
+    notices += _nfc_clashes(classes) + _case_twins(classes)
     files = sorted(labels)
     return Catalog(root, files, labels, classes, "split folders", given, walk.stats,
                    walk.ignored, walk.left_out, notices, walk.unreadable)

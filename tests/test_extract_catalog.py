@@ -132,6 +132,16 @@ def test_class_names_equal_after_unicode_normalisation_are_named(tmp_path):
     assert any(ascii(nfc) in n and ascii(nfd) in n and "NFC" in n for n in catalog.notices)
 
 
+def test_class_names_that_differ_only_in_case_are_named_together(tmp_path):
+    for name in ("Cat", "cat", "CAT", "Dog"):
+        write_image(tmp_path / name / f"{name}.png")
+    catalog = scan(tmp_path)
+    assert sorted(catalog.classes) == ["CAT", "Cat", "Dog", "cat"]
+    assert catalog.notices == ["class folders 'CAT', 'Cat' and 'cat' differ only in case; "
+                               "they are stored as 3 separate classes: rename them to one "
+                               "spelling to merge them"]
+
+
 # ---- layouts --------------------------------------------------------------------------------
 
 def tutorial(root, splits=("train", "validation"), classes=("cats", "dogs"), per=2):
