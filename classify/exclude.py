@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headstart import spreadsheet
 from headstart.classify.split import SPLITS
 from headstart.errors import ClassifyError
 from headstart.features import sha256_file
@@ -52,14 +53,13 @@ def _read(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise ClassifyError(f"No issues file at '{path}'; run `audit-features` first, which "
                             "writes audit/issues.csv.")
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            columns = reader.fieldnames or []
+    try:  # as written by audit-features, or saved again by a spreadsheet
+        found = spreadsheet.table(spreadsheet.decoded(path.read_bytes()))
     except (UnicodeDecodeError, csv.Error) as error:
         raise ClassifyError(f"'{path}' is not a readable CSV file ({error}); give the "
                             "issues.csv written by audit-features.") from None
+    columns = [cell.strip() for cell in found[0]] if found else []
+    rows = [dict(zip(columns, row, strict=False)) for row in found[1:]]
     if not {"path", "issue"} <= set(columns):
         raise ClassifyError(f"'{path}' has no 'path' and 'issue' columns; give the issues.csv "
                             "written by audit-features.")

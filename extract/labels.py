@@ -7,14 +7,13 @@ CSV's name, columns and sha256, or the pattern), and notices naming what was lef
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from headstart import spreadsheet
 from headstart.errors import LabelsError, UsageError
 from headstart.extract.walk import Walk, listed
 from headstart.words import count
@@ -130,14 +129,10 @@ def csv_labels(root: Path, spec: LabelSpec, walk: Walk) -> tuple[dict[str, str],
 def _read_label_csv(raw: bytes, spec: LabelSpec) -> tuple[list[tuple[str, str]], str, str]:
     """(file, label) rows, and the names of the two columns used; detects a header row."""
     try:
-        text = raw.decode("utf-8-sig")
+        text = spreadsheet.decoded(raw)
     except UnicodeDecodeError:
         raise LabelsError(f"'{spec.csv}' is not UTF-8 text; save it as a UTF-8 CSV.") from None
-    try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    table = [row for row in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in row)]
+    table = spreadsheet.table(text)
     if not table or max(len(r) for r in table) < 2:
         raise LabelsError(f"'{spec.csv}' needs at least two columns (file, label); "
                           f"found {max((len(r) for r in table), default=0)}.")

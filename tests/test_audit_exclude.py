@@ -74,6 +74,23 @@ def test_flagged_rows_leave_train_and_validation_and_test_is_unchanged(store, ba
     assert only.metrics["train"]["n"] == before.metrics["train"]["n"]
 
 
+def test_an_issues_csv_saved_again_by_a_spreadsheet_excludes_the_same_rows(store, baseline,
+                                                                          tmp_path):
+    """A byte-order mark, CRLF line ends and ';' separators, as spreadsheets write them;
+    the same reader as --labels."""
+    _, split = baseline
+    train = [p for p, s in split.items() if s == "train"][:6]
+    plain = write_issues(tmp_path / "issues.csv", [(p, "label") for p in train])
+    rows = [line.split(",") for line in plain.read_text(encoding="utf-8").splitlines()]
+    saved = tmp_path / "issues-from-a-spreadsheet.csv"
+    saved.write_bytes(b"\xef\xbb\xbf" + "".join(";".join(row) + "\r\n" for row in rows)
+                      .encode("utf-8"))
+    expected = fit_head(store, out_dir=None, C=0.01, exclude=plain).metrics["excluded"]
+    actual = fit_head(store, out_dir=None, C=0.01, exclude=saved).metrics["excluded"]
+    assert actual["images"] == expected["images"] == 6
+    assert actual["counts"] == expected["counts"]
+
+
 def test_exclusion_errors_are_one_sentence_before_any_fit(store, tmp_path, capsys):
     issues = write_issues(tmp_path / "issues.csv", [("Cat/99999.jpg", "label")])
     with pytest.raises(ClassifyError, match="was written for another store"):
