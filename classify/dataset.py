@@ -3,36 +3,29 @@ memory, or (lazy) read from the file as they are needed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from headstart.errors import ClassifyError
-from headstart.features import Identity, open_store
+from headstart.features import FeatureStore, Identity, open_store
 
 
 class StoreFeatures:
-    """A store's rows left in its file: `features[a:b]` and `features[index_array]` read
-    them (float32); the file stays open until `close()`."""
+    """A store's rows left in its open file: `features[a:b]` reads them (float32); the
+    file stays open until `close()`."""
 
-    def __init__(self, path: Path):
-        self._store = open_store(path)
-        self._rows = self._store.features
-        self.shape = tuple(self._rows.shape)
+    def __init__(self, store: FeatureStore):
+        self._store = store
+        self.shape = tuple(store.features.shape)
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, index) -> np.ndarray:
-        if isinstance(index, slice):
-            return np.asarray(self._rows[index], dtype=np.float32)
-        index = np.asarray(index)
-        if not len(index):
-            return np.zeros((0, self.shape[1]), np.float32)
-        start = int(index.min())
-        return np.asarray(self._rows[start:int(index.max()) + 1][index - start],
-                          dtype=np.float32)
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.asarray(self._store.features[rows], dtype=np.float32)
 
     def close(self) -> None:
         self._store.close()
@@ -41,7 +34,7 @@ class StoreFeatures:
 @dataclass(frozen=True)
 class Dataset:
     """Everything a head is fitted on; `features` float32, shape (n_images, dim), in memory
-    (an ndarray) or read from the store as needed (StoreFeatures, `load_dataset(lazy=True)`)."""
+    (an ndarray) or read from the store as needed (StoreFeatures, `load_dataset(in_memory=)`)."""
 
     features: np.ndarray | StoreFeatures
     labels: np.ndarray  # int32, shape (n_images,), index into classes
@@ -58,30 +51,37 @@ class Dataset:
         return int(self.features.shape[1])
 
 
-def load_dataset(path: str | Path = "features.h5", *, lazy: bool = False) -> Dataset:
-    """Read a complete, labelled store (lazy: everything but the rows, which stay in the
-    file; close `dataset.features` when done).
+def load_dataset(path: str | Path = "features.h5", *,
+                 in_memory: Callable[[int, int, int], bool] | None = None) -> Dataset:
+    """Read a complete, labelled store, opening it once.
 
+    in_memory(n_rows, dim, n_classes): asked before any row is read; when it says no, the
+    rows stay in the file (`dataset.features` is a StoreFeatures: close it when done).
+    It may raise to refuse the store. Default: the rows are loaded.
     Raises StoreError or ClassifyError (one sentence) for unusable ones: missing,
     unfinished, damaged, unlabelled, one class, non-finite rows.
     """
     path = Path(path)
-    with open_store(path) as store:
+    store = open_store(path)
+    lazy = False
+    try:
         if not store.labelled:
             raise ClassifyError(
                 f"'{path}' is an unlabelled store (extracted with --unlabelled), so there is "
                 f"nothing to fit; score it with `predict --head HEAD --features {path}`."
             )
-        features = StoreFeatures(path) if lazy else store.load_features()
+        lazy = in_memory is not None and not in_memory(store.n_rows, store.dim,
+                                                       len(store.classes))
+        features = StoreFeatures(store) if lazy else store.load_features()
         dataset = Dataset(features, np.asarray(store.labels, dtype=np.int32), list(store.classes),
                           list(store.paths), list(store.hashes), store.identity, dict(store.attrs),
                           path, store.given_splits)
-    try:
         check_dataset(dataset)
     except BaseException:
-        if lazy:
-            features.close()
+        store.close()
         raise
+    if not lazy:
+        store.close()
     return dataset
 
 

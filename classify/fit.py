@@ -37,7 +37,6 @@ from headstart.classify.streamed import (
     peak_rss_mb,
 )
 from headstart.errors import ClassifyError
-from headstart.features import open_store
 from headstart.outputs import check_replaceable
 from headstart.words import printable_path
 
@@ -108,22 +107,27 @@ def fit_heads(
         check_exclude_file(exclude)
     budget = (memory if isinstance(memory, int) else parse_memory(memory) if memory
               else default_budget())
-    with open_store(features) as store:
-        n_rows, dim, n_classes = store.n_rows, store.dim, len(store.classes)
-    streamed = not fits_in_memory(n_rows, dim, budget)
-    if streamed and "softmax" in models:
-        raise ClassifyError(
-            f"'{features}' needs more than --memory {budget >> 20}M in memory; the softmax head "
-            "does not read rows in blocks yet: fit --model logreg, or give a larger --memory.")
-    block_rows = block_rows_for(budget, dim, n_classes) if streamed else None
-    data = load_dataset(features, lazy=streamed)
+    memory_record = {"budget_mb": round(budget / (1 << 20)), "streamed": False}
+
+    def in_memory(n_rows: int, dim: int, n_classes: int) -> bool:
+        """Decided before any row is read; refuses what cannot be fitted in the budget."""
+        if fits_in_memory(n_rows, dim, budget):
+            return True
+        if "softmax" in models:
+            raise ClassifyError(
+                f"'{features}' needs more than --memory {budget >> 20}M in memory; the softmax "
+                "head does not read rows in blocks yet: fit --model logreg, or give a larger "
+                "--memory.")
+        memory_record.update(streamed=True, block_rows=block_rows_for(budget, dim, n_classes))
+        return False
+
+    data = load_dataset(features, in_memory=in_memory)
     try:
         return _fit_all(data, models, estimators, out_dir=out_dir, seed=seed, split=split,
                         plots=plots, log=log, exclude=exclude, exclude_kinds=exclude_kinds,
-                        memory={"budget_mb": round(budget / (1 << 20)), "streamed": streamed,
-                                **({"block_rows": block_rows} if streamed else {})})
+                        memory=memory_record)
     finally:
-        if streamed:
+        if memory_record["streamed"]:
             data.features.close()
 
 
