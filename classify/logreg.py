@@ -120,7 +120,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 
         w = self._walk(fit_one)
         self.n_parameters_ = int(w.size)
-        self.coef_, self.intercept_ = softmax_form(w[:, :dim], w[:, dim])
+        self.coef_, self.intercept_ = split_coefficients(w)
         return self
 
     def _walk(self, fit_one):
@@ -144,16 +144,15 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 
     def _streamed_validation(self, source, w, validation, y_val, weight) -> dict:
         """Validation log loss (scikit-learn's, weighted) and accuracy, block by block."""
-        from headstart.classify.streamed import probabilities
+        from headstart.classify.report import Scores, true_class_losses
 
-        eps = np.finfo(np.float64).eps
+        layers = softmax_layers(*split_coefficients(w))
         loss = correct = 0.0
         for part, rows in source.blocks(validation):
-            proba = probabilities(w, rows, self.mean_, self.scale_)
             codes = np.searchsorted(self.classes_, y_val[part])
-            p_true = np.clip(proba[np.arange(len(codes)), codes], eps, 1 - eps)
-            loss += float(weight[part] @ -np.log(p_true))
-            correct += float(np.sum(proba.argmax(axis=1) == codes))
+            scores = Scores.of(codes, forward(rows, self.mean_, self.scale_, layers))
+            loss += float(weight[part] @ true_class_losses(scores.p_true))
+            correct += float(np.sum(scores.predicted == codes))
         return {"val_loss": loss / float(weight.sum()), "val_accuracy": correct / len(y_val)}
 
     def check_params(self) -> None:
@@ -181,7 +180,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 
     @property
     def layers_(self) -> list[Layer]:
-        return [Layer(self.coef_.T.copy(), self.intercept_.copy(), "softmax")]
+        return softmax_layers(self.coef_, self.intercept_)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """float64, shape (n, n_classes)."""
@@ -189,6 +188,18 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+def split_coefficients(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A streamed.fit_logistic result, shape (rows, dim + 1), as softmax-form (coef_,
+    intercept_): (K, dim) and (K,)."""
+    return softmax_form(w[:, :-1], w[:, -1])
+
+
+def softmax_layers(coef: np.ndarray, intercept: np.ndarray) -> list[Layer]:
+    """Softmax-form coefficients (K, dim) and intercepts (K,) as a head's one layer (what
+    `forward` takes)."""
+    return [Layer(coef.T.copy(), intercept.copy(), "softmax")]
 
 
 def softmax_form(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

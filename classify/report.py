@@ -49,14 +49,20 @@ class Scores:
                      for name in ("predicted", "p_true", "p_max")))
 
 
+def true_class_losses(p_true: np.ndarray) -> np.ndarray:
+    """Each row's log loss: -log of its true class's probability, clipped to [eps, 1 - eps]
+    (float64 eps), as scikit-learn's log_loss computes it."""
+    eps = np.finfo(np.float64).eps
+    return -np.log(np.clip(p_true, eps, 1 - eps))
+
+
 def split_metrics(y: np.ndarray, proba: np.ndarray | Scores) -> dict:
     """n, accuracy, balanced accuracy and log loss of probabilities `proba` (n, n_classes),
     or of their Scores (log loss as scikit-learn's: -log of the true class's probability
     clipped to [eps, 1 - eps], averaged)."""
     if isinstance(proba, Scores):
         predicted = proba.predicted
-        eps = np.finfo(np.float64).eps
-        loss = float(np.mean(-np.log(np.clip(proba.p_true, eps, 1 - eps))))
+        loss = float(np.mean(true_class_losses(proba.p_true)))
     else:
         predicted = proba.argmax(axis=1)
         loss = float(log_loss(y, proba, labels=np.arange(proba.shape[1])))

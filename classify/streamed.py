@@ -41,19 +41,6 @@ def streamed_scaler(blocks: Iterable[np.ndarray]) -> StandardScaler:
     return scaler
 
 
-def blocks_of(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-              block_rows: int = 4096) -> Blocks:
-    """Blocks over arrays already in memory (for tests and small stores)."""
-    weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
-
-    def blocks() -> Iterator[Block]:
-        for start in range(0, len(y), block_rows):
-            end = start + block_rows
-            yield X[start:end], y[start:end], weight[start:end]
-
-    return blocks
-
-
 def fit_logistic(blocks: Blocks, n_classes: int, dim: int, *, C: float, mean: np.ndarray,
                  scale: np.ndarray, max_iter: int = 1000, tol: float = 1e-4,
                  warm_start: np.ndarray | None = None) -> tuple[np.ndarray, int]:
@@ -99,18 +86,6 @@ def fit_logistic(blocks: Blocks, n_classes: int, dim: int, *, C: float, mean: np
                                options={"maxiter": max_iter, "maxls": 50, "gtol": tol,
                                         "ftol": 64 * np.finfo(float).eps})
     return result.x.reshape(rows_out, dim + 1), int(result.nit)
-
-
-def probabilities(w: np.ndarray, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray
-                  ) -> np.ndarray:
-    """float64 (n, K) class probabilities of raw rows under a fit_logistic result."""
-    dim = w.shape[1] - 1
-    x = (np.asarray(rows, dtype=np.float64) - mean) / scale
-    z = x @ w[:, :dim].T + w[:, dim]
-    if w.shape[0] == 1:
-        positive = expit(z[:, 0])
-        return np.column_stack([1 - positive, positive])
-    return np.exp(z - logsumexp(z, axis=1, keepdims=True))
 
 
 # ---- memory and reading --------------------------------------------------------------------

@@ -11,13 +11,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
 from headstart.classify import fit_heads, load_head, predict_store
-from headstart.classify.streamed import (
-    blocks_of,
-    fit_logistic,
-    parse_memory,
-    probabilities,
-    streamed_scaler,
-)
+from headstart.classify.head import forward
+from headstart.classify.logreg import softmax_layers, split_coefficients
+from headstart.classify.streamed import RowSource, fit_logistic, parse_memory, streamed_scaler
 from headstart.errors import ClassifyError, UsageError
 
 
@@ -31,6 +27,19 @@ def clustered(n: int, dim: int, classes: int, seed: int = 0, noise: float = 1.5
     centres = rng.normal(size=(classes, dim))
     X = (centres[y] + noise * rng.normal(size=(n, dim))) * rng.uniform(0.1, 10, dim) + 3
     return X.astype(np.float16), y
+
+
+def blocks_of(X, y, sample_weight=None, block_rows: int = 4096):
+    """fit_logistic's blocks over arrays in memory, read as fit-head reads a store."""
+    source = RowSource(X, block_rows)
+    weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+    return lambda: ((rows, y[part], weight[part])
+                    for part, rows in source.blocks(np.arange(len(y))))
+
+
+def probabilities(w, rows, mean, scale):
+    """What the saved head predicts from a fit_logistic result."""
+    return forward(rows, mean, scale, softmax_layers(*split_coefficients(w)))
 
 
 def test_the_streamed_scaler_equals_standard_scaler_fit():
