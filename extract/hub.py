@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from headstart.errors import UsageError, WeightsError
+from headstart.extract.images import DECODE
 
 PREFIX = "keras_hub:"
 INSTALL = "pip install 'headstart[hub]'"
@@ -375,8 +376,7 @@ class ConverterResize:
 
     def describe(self) -> str:
         """The store's `resize` attribute for a preset."""
-        return (f"exif-transpose, first frame, RGB (16-bit scaled, alpha on white), JPEG draft,"
-                f" then the preset's ImageConverter: {self.geometry}, {self.interpolation}"
+        return (f"{DECODE}, then the preset's ImageConverter: {self.geometry}, {self.interpolation}"
                 f"{' antialiased' if self.antialias else ''} to {self.size}x{self.size} "
                 "(keras.ops.image.resize)")
 

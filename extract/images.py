@@ -22,9 +22,10 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-RESIZE = (
-    "exif-transpose, first frame, RGB (16-bit scaled, alpha on white), JPEG draft, PIL bilinear"
-)
+# What decoding does (every backbone), then the resize of keras.applications backbones;
+# a KerasHub preset's converter resize follows DECODE instead (hub.ConverterResize).
+DECODE = "exif-transpose, first frame, RGB (16-bit scaled, alpha on white), JPEG draft"
+RESIZE = f"{DECODE}, PIL bilinear"
 MAX_PIXELS = 100_000_000  # refuse decompression bombs above 100 megapixels
 # Largest image file read, in bytes (extract-features --max-file-size MB raises it): a
 # file is read whole into memory by each decoding thread, so this bounds their memory.
