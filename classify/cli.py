@@ -163,15 +163,22 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=argument_type(Range(int, 1)), metavar="N",
                         default=default_of(predict_images, "batch_size"),
                         help="images per backbone batch (default: %(default)s)")
+    add_moved_backbone_options(parser)
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar on stderr")
+    return parser
+
+
+def add_moved_backbone_options(parser: argparse.ArgumentParser) -> None:
+    """--weights and --backbone: where the extraction's weights file or KerasHub preset
+    is now, for the commands that rebuild a head's backbone (predict, export-head,
+    fine-tune)."""
     parser.add_argument("--weights", metavar="PATH",
                         help="the weights file the store was extracted with, if it moved "
                              "(its sha256 must match the recorded one)")
     parser.add_argument("--backbone", metavar="PATH",
                         help="the KerasHub preset folder the store was extracted with, if "
                              "it moved (the sha256 of its weights and config must match)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bar on stderr")
-    return parser
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import sys
 
 from tqdm import tqdm
 
+from headstart.classify.cli import add_moved_backbone_options
 from headstart.classify.export import EXPORT_OPTIONS, QUANTIZE, export_head
 from headstart.classify.finetune import OPTIONS, checkpoint_dir, fine_tune, format_comparison
 from headstart.cli import run_command
@@ -30,12 +31,7 @@ def _add_export_options(parser: argparse.ArgumentParser) -> None:
                         help="'float16': the TFLite file with float16 weights, about half the "
                              "size (model_float16.tflite; implies --tflite) "
                              "(default: %(default)s)")
-    parser.add_argument("--weights", metavar="PATH",
-                        help="the weights file the store was extracted with, if it moved "
-                             "(its sha256 must match the recorded one)")
-    parser.add_argument("--backbone", metavar="PATH",
-                        help="the KerasHub preset folder the store was extracted with, if "
-                             "it moved (the sha256 of its weights and config must match)")
+    add_moved_backbone_options(parser)
 
 
 # -------------------------------------------------------------------------- export-head

@@ -107,7 +107,7 @@ def backbone_for_head(head: Head, weights_path: str | Path | None = None,
             raise UsageError(f"These features came from the KerasHub preset {model}, which "
                              "takes no --weights; pass --backbone PATH if its folder moved.")
         return backbone_for_identity(head.identity, devices=devices,
-                                     weights_path=str(preset or head.weights_path or ""))
+                                     weights_path=_preset_of(head, preset))
     if preset:
         raise UsageError(f"--backbone is for features made with a KerasHub preset; these came "
                          f"from {model} (pass --weights PATH if its weights file moved).")
@@ -121,8 +121,14 @@ def head_backbone_info(head: Head, preset: str | Path | None = None):
     from headstart.extract import backbone_info
 
     if head.identity.model.startswith("keras_hub:"):
-        return backbone_info(str(preset or head.weights_path or ""))
+        return backbone_info(_preset_of(head, preset))
     return backbone_info(head.identity.model)
+
+
+def _preset_of(head: Head, preset: str | Path | None) -> str:
+    """The KerasHub preset to rebuild a head's backbone from: `preset` (it moved), else
+    the folder or handle the store recorded."""
+    return str(preset or head.weights_path or "")
 
 
 def weights_file(head: Head, weights_path: str | Path | None = None) -> str | None:
