@@ -186,17 +186,18 @@ def library_versions(preset: bool = False) -> dict[str, str]:
 
 
 def provenance(job: Job, catalog: Catalog, spec: WeightsSpec) -> dict:
+    preset = backbone_info(job.backbone).preset
     return {
         "source_dir": str(catalog.root.resolve()),
         "seed": spec.seed,
         # A KerasHub store records its preset (folder or handle) here, for predict/export.
-        "weights_path": spec.path or backbone_info(job.backbone).preset or "",
+        "weights_path": spec.path or preset or "",
         "tool": "headstart",
         "tool_version": __version__,
         "command": job.command or "",
         "updated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         schema.LABEL_SOURCE: catalog.label_source,
-        **library_versions(preset=bool(backbone_info(job.backbone).preset)),
+        **library_versions(preset=bool(preset)),
     }
 
 
