@@ -112,7 +112,8 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         def fit_one(C: float):
             nonlocal previous
             w, n_iter = fit_logistic(blocks, k, dim, C=C, mean=self.mean_, scale=self.scale_,
-                                     max_iter=self.max_iter, tol=self.tol, warm_start=previous)
+                                     weight_sum=float(weight.sum()), max_iter=self.max_iter,
+                                     tol=self.tol, warm_start=previous)
             previous = w
             record = {"C": C, "n_iter": n_iter, "converged": n_iter < self.max_iter}
             record.update(self._streamed_validation(source, w, validation, y_val, val_weight))

@@ -42,18 +42,20 @@ def streamed_scaler(blocks: Iterable[np.ndarray]) -> StandardScaler:
 
 
 def fit_logistic(blocks: Blocks, n_classes: int, dim: int, *, C: float, mean: np.ndarray,
-                 scale: np.ndarray, max_iter: int = 1000, tol: float = 1e-4,
+                 scale: np.ndarray, weight_sum: float, max_iter: int = 1000, tol: float = 1e-4,
                  warm_start: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Minimise scikit-learn's L2 logistic objective over the rows `blocks()` yields.
 
     blocks: called once per pass; yields (rows, labels, weights) with rows standardised
         here as (rows - mean) / scale in float64.
+    weight_sum: S, the sum of the weights `blocks()` yields (known to the caller, so no
+        pass over the rows is spent on it).
     Returns (w, n_iter): w float64 of shape (K, dim + 1) for K > 2 classes, (1, dim + 1)
     for two (the binomial form; the last column is the intercept), and L-BFGS's iteration
     count. warm_start: a w of that shape to start from (e.g. the previous C's).
     """
     rows_out = 1 if n_classes == 2 else n_classes
-    total = sum(float(weight.sum()) for _, _, weight in blocks())
+    total = float(weight_sum)
 
     def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
         w = flat.reshape(rows_out, dim + 1)

@@ -64,7 +64,8 @@ def test_the_streamed_fit_agrees_with_scikit_learn_in_memory(classes, class_weig
         scaler.transform(X.astype(np.float64)), y)
     weight = compute_sample_weight("balanced", y) if class_weight else None
     w, n_iter = fit_logistic(blocks_of(X, y, weight, block_rows=333), classes, 24, C=C,
-                             mean=scaler.mean_, scale=scaler.scale_)
+                             mean=scaler.mean_, scale=scaler.scale_,
+                             weight_sum=len(y) if weight is None else weight.sum())
     assert w.shape == (1 if classes == 2 else classes, 25) and n_iter > 1
     np.testing.assert_allclose(w[:, :24], reference.coef_, rtol=0,
                                atol=1e-3 * np.abs(reference.coef_).max())
@@ -79,9 +80,10 @@ def test_a_warm_start_from_a_neighbouring_c_needs_fewer_iterations():
     scaler = streamed_scaler([X])
     blocks = blocks_of(X, y, block_rows=500)
     options = dict(mean=scaler.mean_, scale=scaler.scale_)
-    w_small, _ = fit_logistic(blocks, 4, 24, C=0.1, **options)
-    cold, cold_iter = fit_logistic(blocks, 4, 24, C=0.3, **options)
-    warm, warm_iter = fit_logistic(blocks, 4, 24, C=0.3, warm_start=w_small, **options)
+    w_small, _ = fit_logistic(blocks, 4, 24, C=0.1, weight_sum=len(y), **options)
+    cold, cold_iter = fit_logistic(blocks, 4, 24, C=0.3, weight_sum=len(y), **options)
+    warm, warm_iter = fit_logistic(blocks, 4, 24, C=0.3, weight_sum=len(y), warm_start=w_small,
+                                   **options)
     assert warm_iter < cold_iter
     # The same optimum to L-BFGS's tolerance (gtol 1e-4): log loss within 1e-3 relative.
     assert log_loss(y, probabilities(warm, X, **options)) == pytest.approx(
