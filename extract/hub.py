@@ -288,9 +288,15 @@ def _endpoint(source: str) -> str:
 
 def _reachable(source: str) -> bool:
     parts = urlsplit(_endpoint(source))
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return _connects(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+
+
+@functools.lru_cache(maxsize=8)
+def _connects(host: str, port: int) -> bool:
+    """One connection test per endpoint and process: a preset's files (config, converter,
+    weights) are fetched one by one, and each would otherwise wait for its own."""
     try:
-        with socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S):
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
             return True
     except OSError:
         return False
