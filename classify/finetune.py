@@ -242,7 +242,7 @@ def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/so
     model_head.check_matches(data.identity, data.dim, str(features), classes=data.classes)
     found = find_training_images(data, model_head, head_dir, images)
     _log_images(found, log)
-    info = head_backbone_info(model_head, preset)
+    info = head_backbone_info(model_head, weights_path, preset)
     settings = {"store": str(data.source.resolve()), "head": _head_digest(head_dir),
                 "images": _images_digest(found),
                 "unfreeze": unfreeze or default_unfreeze(info.family, info.name, info.preset),

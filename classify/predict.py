@@ -101,34 +101,39 @@ def backbone_for_head(head: Head, weights_path: str | Path | None = None,
     """
     from headstart.extract import backbone_for_identity
 
+    source = _preset_of(head, weights_path, preset)
+    if source is not None:
+        return backbone_for_identity(head.identity, weights_path=source, devices=devices)
+    return backbone_for_identity(head.identity, weights_path=weights_file(head, weights_path),
+                                 devices=devices)
+
+
+def head_backbone_info(head: Head, weights_path: str | Path | None = None,
+                       preset: str | Path | None = None):
+    """The BackboneInfo of the backbone that made the head's features, from its files only
+    (a KerasHub preset's JSON; nothing built), with backbone_for_head's checks of
+    `weights_path` and `preset`, so that a wrong one is refused before any work."""
+    from headstart.extract import backbone_info
+
+    source = _preset_of(head, weights_path, preset)
+    return backbone_info(head.identity.model if source is None else source)
+
+
+def _preset_of(head: Head, weights_path: str | Path | None,
+               preset: str | Path | None) -> str | None:
+    """The KerasHub preset to rebuild a head's backbone from: `preset` (it moved), else
+    the folder or handle the store recorded; None for a keras.applications head.
+    UsageError when --weights is given for a preset or --backbone for the others."""
     model = head.identity.model
     if model.startswith("keras_hub:"):
         if weights_path:
             raise UsageError(f"These features came from the KerasHub preset {model}, which "
                              "takes no --weights; pass --backbone PATH if its folder moved.")
-        return backbone_for_identity(head.identity, devices=devices,
-                                     weights_path=_preset_of(head, preset))
+        return str(preset or head.weights_path or "")
     if preset:
         raise UsageError(f"--backbone is for features made with a KerasHub preset; these came "
                          f"from {model} (pass --weights PATH if its weights file moved).")
-    return backbone_for_identity(head.identity, weights_path=weights_file(head, weights_path),
-                                 devices=devices)
-
-
-def head_backbone_info(head: Head, preset: str | Path | None = None):
-    """The BackboneInfo of the backbone that made the head's features, from its files only
-    (a KerasHub preset's JSON; nothing built): `preset` or the recorded one for KerasHub."""
-    from headstart.extract import backbone_info
-
-    if head.identity.model.startswith("keras_hub:"):
-        return backbone_info(_preset_of(head, preset))
-    return backbone_info(head.identity.model)
-
-
-def _preset_of(head: Head, preset: str | Path | None) -> str:
-    """The KerasHub preset to rebuild a head's backbone from: `preset` (it moved), else
-    the folder or handle the store recorded."""
-    return str(preset or head.weights_path or "")
+    return None
 
 
 def weights_file(head: Head, weights_path: str | Path | None = None) -> str | None:
