@@ -35,6 +35,7 @@ from headstart.classify.streamed import (
     fits_in_memory,
     parse_memory,
     peak_rss_mb,
+    subsample_rows_for,
 )
 from headstart.errors import ClassifyError
 from headstart.outputs import check_replaceable
@@ -118,7 +119,8 @@ def fit_heads(
                 f"'{features}' needs more than --memory {budget >> 20}M in memory; the softmax "
                 "head does not read rows in blocks yet: fit --model logreg, or give a larger "
                 "--memory.")
-        memory_record.update(streamed=True, block_rows=block_rows_for(budget, dim, n_classes))
+        memory_record.update(streamed=True, block_rows=block_rows_for(budget, dim, n_classes),
+                             subsample_rows=subsample_rows_for(budget, dim, n_classes))
         return False
 
     data = load_dataset(features, in_memory=in_memory)
@@ -160,7 +162,12 @@ def _fit_all(data: Dataset, models: Sequence[str], estimators: dict, *, out_dir,
         if memory["streamed"]:
             source = RowSource(data.features, memory["block_rows"])
             estimator.fit_streamed(source, rows["train"], data.labels[rows["train"]],
-                                   rows["validation"], data.labels[rows["validation"]])
+                                   rows["validation"], data.labels[rows["validation"]],
+                                   subsample_rows=memory["subsample_rows"], seed=seed)
+            if estimator.subsample_:
+                log(f"walked over C on {estimator.subsample_['rows']:,} train images drawn "
+                    f"with seed {seed}, then on all {len(rows['train']):,} from its choice: "
+                    f"C={estimator.C_:g}")
         else:
             estimator.fit(data.features[rows["train"]], data.labels[rows["train"]],
                           validation_data=(data.features[rows["validation"]],
@@ -218,9 +225,12 @@ def _head(model: str, estimator, data: Dataset, split_info: dict) -> Head:
 
 def _selection(estimator) -> dict:
     if hasattr(estimator, "C_"):
+        streamed = getattr(estimator, "subsample_", None)
         return {"criterion": "lowest validation log loss", "C": estimator.C_,
                 "converged": estimator.converged_, "n_iter": estimator.n_iter_,
-                "grid": estimator.selection_}
+                "grid": estimator.selection_,
+                **({"subsample": streamed, "every_row": estimator.every_row_} if streamed
+                   else {})}
     return {"criterion": "early stopping on validation loss, best weights restored",
             "best_epoch": estimator.best_epoch_, "epochs_run": estimator.epochs_run_,
             "history": estimator.history_}

@@ -11,6 +11,7 @@ seen here.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -21,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
 from headstart.classify.head import Layer, forward
+from headstart.classify.streamed import SUBSAMPLE_ROWS, RowSource, fit_logistic, streamed_scaler
 from headstart.options import Choice, Range, check_options
 
 # Decades from strong to weak regularisation. With ~4096 standardised fc2 features the
@@ -80,16 +82,21 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         return self
 
     def fit_streamed(self, source, train: np.ndarray, y: np.ndarray, validation: np.ndarray,
-                     y_val: np.ndarray) -> LogRegHead:
+                     y_val: np.ndarray, *, subsample_rows: int = SUBSAMPLE_ROWS,
+                     seed: int = 0) -> LogRegHead:
         """The same fit on rows read in blocks (`headstart.classify.streamed`), one block in
         memory at a time: scikit-learn's objective and L-BFGS settings, the same walk over
         C on validation log loss, each C warm-started from the previous one's solution.
 
         source: a streamed.RowSource; train, validation: sorted row indices into it;
-        y, y_val: their int labels. Raises UsageError for an option out of range.
+        y, y_val: their int labels. subsample_rows: when C is to be chosen and the train
+        split has more rows than this, the walk over C runs on that many train rows drawn
+        with `seed` and held in memory (float32); the walk then resumes on every train row
+        from the C it chose (see _resume_on_every_row; recorded in ``subsample_`` and
+        ``every_row_``): the sweep costs a fraction of a pass over the store per C, and the
+        fits on every row are warm-started. 0: the walk reads every train row.
+        Raises UsageError for an option out of range.
         """
-        from headstart.classify.streamed import fit_logistic, streamed_scaler
-
         self.check_params()
         y = np.asarray(y)
         self.classes_ = np.unique(y)
@@ -103,23 +110,49 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
                       if self.class_weight == "balanced" else np.ones(len(y_val)))
         dim, k = len(self.mean_), len(self.classes_)
 
-        def blocks():
-            for part, rows in source.blocks(train):
-                yield rows, codes[part], weight[part]
+        def blocks_of(rows_source, rows: np.ndarray, labels: np.ndarray,
+                      weights: np.ndarray) -> Callable[[], Iterator]:
+            def blocks():
+                for part, block in rows_source.blocks(rows):
+                    yield block, labels[part], weights[part]
+            return blocks
 
+        def fit(blocks, weight_sum: float, n_rows: int, C: float, start):
+            result = fit_logistic(blocks, k, dim, C=C, mean=self.mean_, scale=self.scale_,
+                                  weight_sum=weight_sum, max_iter=self.max_iter, tol=self.tol,
+                                  warm_start=start)
+            record = {"C": C, "n_iter": result.n_iter, "passes": result.passes,
+                      "converged": result.n_iter < self.max_iter, "rows": n_rows}
+            record.update(self._streamed_validation(source, result.w, validation, y_val,
+                                                    val_weight))
+            return result.w, record
+
+        limit = int(subsample_rows)
+        self.subsample_ = self.every_row_ = None
+        everything = blocks_of(source, train, codes, weight)
+        walk_blocks, walk_weight = everything, weight
+        if self.C is None and 0 < limit < len(train):
+            picked = np.sort(np.random.default_rng(seed).choice(len(train), limit,
+                                                                replace=False))
+            held = np.empty((limit, dim), dtype=np.float32)
+            for part, block in source.blocks(train[picked]):
+                held[part] = block
+            walk_weight = weight[picked]
+            walk_blocks = blocks_of(RowSource(held, source.block_rows), np.arange(limit),
+                                    codes[picked], walk_weight)
+            self.subsample_ = {"rows": limit, "of": len(train), "seed": seed}
         previous = None
 
         def fit_one(C: float):
             nonlocal previous
-            w, n_iter = fit_logistic(blocks, k, dim, C=C, mean=self.mean_, scale=self.scale_,
-                                     weight_sum=float(weight.sum()), max_iter=self.max_iter,
-                                     tol=self.tol, warm_start=previous)
-            previous = w
-            record = {"C": C, "n_iter": n_iter, "converged": n_iter < self.max_iter}
-            record.update(self._streamed_validation(source, w, validation, y_val, val_weight))
-            return w, record
+            previous, record = fit(walk_blocks, float(walk_weight.sum()), len(walk_weight), C,
+                                   previous)
+            return previous, record
 
         w = self._walk(fit_one)
+        if self.subsample_ is not None:
+            w = self._resume_on_every_row(
+                lambda C, start: fit(everything, float(weight.sum()), len(train), C, start), w)
         self.n_parameters_ = int(w.size)
         self.coef_, self.intercept_ = split_coefficients(w)
         return self
@@ -142,6 +175,32 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         record = self.selection_[best]
         self.C_, self.n_iter_, self.converged_ = record["C"], record["n_iter"], record["converged"]
         return fits[best]
+
+    def _resume_on_every_row(self, fit_all, start: np.ndarray) -> np.ndarray:
+        """After the walk on a subsample: fit its C on every row (warm-started from the
+        subsample's solution), then step along the grid, a decade up and, if that did not
+        help, a decade down, each fit warm-started from its neighbour's, while validation
+        loss falls. The subsample's C is often the best but not always: with fewer rows
+        the best regularisation moves (measured in bench/streamed.py), usually by at most
+        one decade. fit_all(C, start) -> (w, record). Sets C_, n_iter_, converged_,
+        ``every_row_`` (the records on every row, by C); returns the best w."""
+        grid = sorted(set(self.Cs) | {self.C_})
+        at = grid.index(self.C_)
+        tried = {at: fit_all(self.C_, start)}
+        for step in (1, -1):
+            i = at
+            while 0 <= i + step < len(grid):
+                tried[i + step] = fit_all(grid[i + step], tried[i][0])
+                if tried[i + step][1]["val_loss"] >= tried[i][1]["val_loss"]:
+                    break
+                i += step
+            if i != at:
+                break
+        best = min(sorted(tried), key=lambda i: tried[i][1]["val_loss"])
+        self.every_row_ = [tried[i][1] for i in sorted(tried)]
+        record = tried[best][1]
+        self.C_, self.n_iter_, self.converged_ = record["C"], record["n_iter"], record["converged"]
+        return tried[best][0]
 
     def _streamed_validation(self, source, w, validation, y_val, weight) -> dict:
         """Validation log loss (scikit-learn's, weighted) and accuracy, block by block."""

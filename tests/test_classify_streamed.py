@@ -63,10 +63,12 @@ def test_the_streamed_fit_agrees_with_scikit_learn_in_memory(classes, class_weig
     reference = LogisticRegression(C=C, class_weight=class_weight, max_iter=1000).fit(
         scaler.transform(X.astype(np.float64)), y)
     weight = compute_sample_weight("balanced", y) if class_weight else None
-    w, n_iter = fit_logistic(blocks_of(X, y, weight, block_rows=333), classes, 24, C=C,
-                             mean=scaler.mean_, scale=scaler.scale_,
-                             weight_sum=len(y) if weight is None else weight.sum())
-    assert w.shape == (1 if classes == 2 else classes, 25) and n_iter > 1
+    fit = fit_logistic(blocks_of(X, y, weight, block_rows=333), classes, 24, C=C,
+                       mean=scaler.mean_, scale=scaler.scale_,
+                       weight_sum=len(y) if weight is None else weight.sum())
+    w = fit.w
+    assert w.shape == (1 if classes == 2 else classes, 25) and fit.n_iter > 1
+    assert fit.passes >= fit.n_iter
     np.testing.assert_allclose(w[:, :24], reference.coef_, rtol=0,
                                atol=1e-3 * np.abs(reference.coef_).max())
     expected = reference.predict_proba(scaler.transform(X_val.astype(np.float64)))
@@ -80,11 +82,11 @@ def test_a_warm_start_from_a_neighbouring_c_needs_fewer_iterations():
     scaler = streamed_scaler([X])
     blocks = blocks_of(X, y, block_rows=500)
     options = dict(mean=scaler.mean_, scale=scaler.scale_)
-    w_small, _ = fit_logistic(blocks, 4, 24, C=0.1, weight_sum=len(y), **options)
-    cold, cold_iter = fit_logistic(blocks, 4, 24, C=0.3, weight_sum=len(y), **options)
-    warm, warm_iter = fit_logistic(blocks, 4, 24, C=0.3, weight_sum=len(y), warm_start=w_small,
-                                   **options)
-    assert warm_iter < cold_iter
+    small = fit_logistic(blocks, 4, 24, C=0.1, weight_sum=len(y), **options)
+    cold = fit_logistic(blocks, 4, 24, C=0.3, weight_sum=len(y), **options)
+    warm = fit_logistic(blocks, 4, 24, C=0.3, weight_sum=len(y), warm_start=small.w, **options)
+    assert warm.n_iter < cold.n_iter and warm.passes < cold.passes
+    warm, cold = warm.w, cold.w
     # The same optimum to L-BFGS's tolerance (gtol 1e-4): log loss within 1e-3 relative.
     assert log_loss(y, probabilities(warm, X, **options)) == pytest.approx(
         log_loss(y, probabilities(cold, X, **options)), rel=1e-3)
@@ -112,18 +114,28 @@ def test_parse_memory_takes_sizes_and_refuses_the_rest():
 
 def test_a_store_over_the_memory_budget_is_fitted_in_blocks_like_in_memory(
         overlapping_store, tmp_path):
-    """A 2 MB budget (the in-memory fit needs 4.6 MB): the rows are read about 700 at a
-    time. Against the in-memory fit of the same store: the same C, test accuracy within
-    0.5 points, test log loss within 1%."""
+    """A 1 MiB budget (the in-memory fit needs 4.6 MB): the rows are read 478 at a time and
+    C is chosen on the 1,901 train rows that a quarter of the budget holds, then fitted on
+    all. Against the in-memory fit of the same store: the same C, test accuracy within 0.5
+    points, test log loss within 1%."""
+    logged = []
     streamed = fit_heads(overlapping_store, ("logreg",), out_dir=tmp_path / "streamed",
-                         memory=2_000_000, plots=False)[0].metrics
+                         memory="1M", plots=False, log=logged.append)[0].metrics
     in_memory = fit_heads(overlapping_store, ("logreg",), out_dir=tmp_path / "memory",
                           plots=False)[0].metrics
     assert streamed["memory"]["streamed"] and not in_memory["memory"]["streamed"]
     assert 256 <= streamed["memory"]["block_rows"] < 1000
     assert streamed["memory"]["peak_rss_mb"] > 0
-    assert len(streamed["selection"]["grid"]) > 1
-    assert streamed["selection"]["C"] == in_memory["selection"]["C"]
+    selection, n_train = streamed["selection"], streamed["train"]["n"]
+    assert selection["subsample"] == {"rows": 1901, "of": n_train, "seed": 0}
+    assert len(selection["grid"]) > 1 and {r["rows"] for r in selection["grid"]} == {1901}
+    on_every_row = selection["every_row"]
+    assert {r["rows"] for r in on_every_row} == {n_train} and 2 <= len(on_every_row) <= 3
+    assert selection["C"] == in_memory["selection"]["C"]
+    assert selection["C"] in [r["C"] for r in on_every_row]
+    assert any(f"on 1,901 train images drawn with seed 0, then on all {n_train:,} from its "
+               f"choice: C={selection['C']:g}"
+               in line for line in logged)
     assert abs(streamed["test"]["accuracy"] - in_memory["test"]["accuracy"]) <= 0.005
     assert streamed["test"]["log_loss"] == pytest.approx(in_memory["test"]["log_loss"],
                                                          rel=0.01)
@@ -132,6 +144,34 @@ def test_a_store_over_the_memory_budget_is_fitted_in_blocks_like_in_memory(
     assert len(lines) == 1 + streamed["test"]["n"]
     head = load_head(tmp_path / "streamed" / "logreg")  # the saved head predicts in memory
     assert predict_store(head, overlapping_store).probabilities.shape == (3000, 3)
+
+
+def test_the_walk_on_a_subsample_picks_the_c_of_the_walk_on_every_row(overlapping_store):
+    """subsample_rows=0 walks on every train row. On 1,000 of the 2,100 rows the walk picks
+    C=0.1 (a decade under the full walk's 1.0: fewer rows want more regularisation); it
+    resumes on every row from there and ends at the same C and the same optimum
+    (probabilities within 1e-3)."""
+    from headstart.classify.logreg import LogRegHead
+    from headstart.features import open_store
+
+    with open_store(overlapping_store) as store:
+        X, y = store.load_features(), np.asarray(store.labels)
+    train, validation = np.arange(0, 3000, 10 / 7).astype(int), np.arange(1, 3000, 5)
+    source = RowSource(X, 400)
+    fits = {rows: LogRegHead().fit_streamed(source, train, y[train], validation,
+                                            y[validation], subsample_rows=rows)
+            for rows in (0, 1000)}
+    assert fits[0].subsample_ is None and fits[0].every_row_ is None
+    assert fits[1000].subsample_ == {"rows": 1000, "of": len(train), "seed": 0}
+    assert [r["C"] for r in fits[1000].selection_ if r["val_loss"] == min(
+        q["val_loss"] for q in fits[1000].selection_)] == [0.1]
+    assert [r["C"] for r in fits[1000].every_row_] == [0.1, 1.0, 10.0]
+    assert fits[1000].C_ == fits[0].C_ == 1.0
+    np.testing.assert_allclose(fits[1000].predict_proba(X), fits[0].predict_proba(X),
+                               atol=1e-3)
+    again = LogRegHead().fit_streamed(source, train, y[train], validation, y[validation],
+                                      subsample_rows=1000)
+    np.testing.assert_array_equal(again.coef_, fits[1000].coef_)  # seeded: reproducible
 
 
 def test_softmax_over_the_budget_is_refused_before_any_work(overlapping_store, tmp_path):
