@@ -88,8 +88,8 @@ def fit_heads(
         stays as it is (see headstart.classify.exclude); recorded in metrics["excluded"].
     memory: what the rows, their statistics and the model may take, in bytes or as
         "1500M", "4G" (default: half of the memory available). A store whose in-memory
-        fit would need more is read in blocks (headstart.classify.streamed): logreg
-        only; recorded in metrics["memory"] with the peak resident memory.
+        fit would need more is read in blocks (headstart.classify.streamed) by either
+        head; recorded in metrics["memory"] with the peak resident memory.
     head_options: C (logreg); hidden_units, dropout, epochs, patience, batch_size,
         learning_rate, verbose (softmax). None keeps a head's default.
     """
@@ -114,11 +114,6 @@ def fit_heads(
         """Decided before any row is read; refuses what cannot be fitted in the budget."""
         if fits_in_memory(n_rows, dim, budget):
             return True
-        if "softmax" in models:
-            raise ClassifyError(
-                f"'{features}' needs more than --memory {budget >> 20}M in memory; the softmax "
-                "head does not read rows in blocks yet: fit --model logreg, or give a larger "
-                "--memory.")
         memory_record.update(streamed=True, block_rows=block_rows_for(budget, dim, n_classes),
                              subsample_rows=subsample_rows_for(budget, dim, n_classes))
         return False
@@ -161,10 +156,11 @@ def _fit_all(data: Dataset, models: Sequence[str], estimators: dict, *, out_dir,
         start = time.perf_counter()
         if memory["streamed"]:
             source = RowSource(data.features, memory["block_rows"])
+            walk = ({"subsample_rows": memory["subsample_rows"], "seed": seed}
+                    if model == "logreg" else {})
             estimator.fit_streamed(source, rows["train"], data.labels[rows["train"]],
-                                   rows["validation"], data.labels[rows["validation"]],
-                                   subsample_rows=memory["subsample_rows"], seed=seed)
-            if estimator.subsample_:
+                                   rows["validation"], data.labels[rows["validation"]], **walk)
+            if getattr(estimator, "subsample_", None):
                 log(f"walked over C on {estimator.subsample_['rows']:,} train images drawn "
                     f"with seed {seed}, then on all {len(rows['train']):,} from its choice: "
                     f"C={estimator.C_:g}")

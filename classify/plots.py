@@ -21,7 +21,8 @@ def _figure(width: float, height: float):
 
 def plot_confusion(counts: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
                    title: str) -> Path:
-    """Counts, shaded by the share of each true class (row), class names on both axes."""
+    """Counts, shaded by the share of each true class (row), class names on both axes
+    (up to 60 classes; with more, class numbers in the order of `classes`)."""
     counts = np.asarray(counts)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = min(3 + 0.6 * len(classes), 14)
@@ -29,11 +30,13 @@ def plot_confusion(counts: Sequence[Sequence[int]], classes: Sequence[str], path
     ax = fig.add_subplot()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, label="share of the true class")
-    ticks = np.arange(len(classes))
-    ax.set_xticks(ticks, classes, rotation=45, ha="right")
-    ax.set_yticks(ticks, classes)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    named = len(classes) <= 60
+    if named:
+        ticks = np.arange(len(classes))
+        ax.set_xticks(ticks, classes, rotation=45, ha="right")
+        ax.set_yticks(ticks, classes)
+    ax.set_xlabel("predicted class" + ("" if named else " (number)"))
+    ax.set_ylabel("true class" + ("" if named else " (number)"))
     ax.set_title(title)
     if len(classes) <= 30:
         for i, j in np.ndindex(counts.shape):

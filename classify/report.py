@@ -166,11 +166,20 @@ def split_text(split: dict) -> str:
     return f"split {fractions} by image content, seed {split['seed']}"
 
 
+# Classes a terminal summary lists one by one; with more, it names the weakest and the
+# most frequent confusions (every class stays in metrics.json and the plots).
+PRINTED_CLASSES = 20
+
+
 def format_header(metrics: dict) -> str:
     """Which store, how many images per class, how it was split."""
     split = metrics["split"]
-    per_class = ", ".join(f"{name} {sum(n.values()):,}" for name, n in split["counts"].items())
-    total = sum(sum(n.values()) for n in split["counts"].values())
+    sizes = {name: sum(n.values()) for name, n in split["counts"].items()}
+    per_class = (", ".join(f"{name} {n:,}" for name, n in sizes.items())
+                 if len(sizes) <= PRINTED_CLASSES else
+                 f"{len(sizes):,} classes of {min(sizes.values()):,} to "
+                 f"{max(sizes.values()):,} images each")
+    total = sum(sizes.values())
     header = f"{metrics['store']['path']}: {total:,} images ({per_class}); {split_text(split)}"
     return header + (f"\n{excluded_text(metrics['excluded'])}" if "excluded" in metrics else "")
 
@@ -214,17 +223,35 @@ def format_summary(results: Sequence[dict]) -> str:
 
 
 def format_details(metrics: dict) -> str:
-    """Per-class precision / recall / F1 and the confusion matrix on the test split."""
-    test = metrics["test"]
+    """Per-class precision / recall / F1 and the confusion matrix on the test split; with
+    more than PRINTED_CLASSES classes, the PRINTED_CLASSES // 2 classes of lowest F1 and
+    the most frequent confusions instead."""
+    test, head = metrics["test"], metrics["head"]
+    matrix = test["confusion_matrix"]
+    names = matrix["classes"]
+    shown = list(test["per_class"].items())
+    many = len(names) > PRINTED_CLASSES
+    if many:
+        shown = sorted(shown, key=lambda item: (item[1]["f1"], item[0]))[:PRINTED_CLASSES // 2]
     rows = [["class", "precision", "recall", "F1", "support"]]
-    for name, m in test["per_class"].items():
+    for name, m in shown:
         rows.append([name, percent(m["precision"]), percent(m["recall"]), percent(m["f1"]),
                      f"{m['support']:,}"])
-    matrix = test["confusion_matrix"]
-    grid = [["true \\ predicted"] + matrix["classes"]]
-    grid += [[name] + [f"{n:,}" for n in counts]
-             for name, counts in zip(matrix["classes"], matrix["counts"], strict=True)]
-    return (f"{metrics['head']}, test split, per class:\n"
-            + table(rows, "lrrrr")
-            + f"\n\n{metrics['head']}, test split, confusion matrix (rows: true class):\n"
-            + table(grid, "l" + "r" * len(matrix["classes"])))
+    title = (f"{head}, test split, the {len(shown)} classes of lowest F1 (all {len(names):,} "
+             "in metrics.json):\n" if many else f"{head}, test split, per class:\n")
+    if not many:
+        grid = [["true \\ predicted"] + names]
+        grid += [[name] + [f"{n:,}" for n in counts]
+                 for name, counts in zip(names, matrix["counts"], strict=True)]
+        return (title + table(rows, "lrrrr")
+                + f"\n\n{head}, test split, confusion matrix (rows: true class):\n"
+                + table(grid, "l" + "r" * len(names)))
+    counts = np.asarray(matrix["counts"])
+    np.fill_diagonal(counts, 0)
+    flat = np.argsort(-counts, axis=None, kind="stable")[:PRINTED_CLASSES // 2]
+    pairs = [["true class", "predicted", "images"]] + [
+        [names[i], names[j], f"{counts[i, j]:,}"]
+        for i, j in zip(*np.unravel_index(flat, counts.shape), strict=True) if counts[i, j]]
+    return (title + table(rows, "lrrrr")
+            + f"\n\n{head}, test split, the most frequent confusions:\n"
+            + table(pairs, "llr"))

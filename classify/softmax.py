@@ -13,6 +13,7 @@ reports 6/7 = 85.71% "accuracy" on a 7-class problem while learning nothing.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import warnings
 from pathlib import Path
@@ -114,23 +115,66 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
         TensorFlow is missing or the model has no trainable parameter.
         """
         self.check_params()
+        keras, tf = self._start()
+        X = np.asarray(X, dtype=np.float32)
+        y = self._codes(y)
+        X_val, y_val = validation_data
+        y_val = np.searchsorted(self.classes_, y_val)
+        train = _dataset(tf, X, y, self._sample_weight(y), batch_size=self.batch_size,
+                         shuffle_seed=self.seed)
+        val = _dataset(tf, np.asarray(X_val, dtype=np.float32), y_val,
+                       self._sample_weight(y_val), batch_size=1024)
+        # constant columns get scale 1, never a huge factor
+        return self._train(keras, StandardScaler().fit(X), train, val)
+
+    def fit_streamed(self, source, train: np.ndarray, y: np.ndarray, validation: np.ndarray,
+                     y_val: np.ndarray) -> SoftmaxHead:
+        """The same fit on rows read from the store as they are needed (a tf.data pipeline
+        over a generator), one group of rows in memory at a time: standardisation from one
+        pass of StandardScaler.partial_fit, each epoch's train rows in an order drawn from
+        (seed, epoch) as groups of random spans (streamed.RowSource.groups) shuffled inside,
+        the same early stopping on validation loss.
+
+        source: a streamed.RowSource; train, validation: sorted row indices into it;
+        y, y_val: their labels. Raises as `fit`.
+        """
+        from headstart.classify.streamed import streamed_scaler
+
+        self.check_params()
+        keras, tf = self._start()
+        codes = self._codes(y)
+        val_codes = np.searchsorted(self.classes_, y_val)
+        scaler = streamed_scaler(rows for _, rows in source.blocks(train))
+        dim = len(scaler.mean_)
+        data = _streamed_dataset(tf, source, train, codes, self._sample_weight(codes), dim=dim,
+                                 batch_size=self.batch_size, seed=self.seed)
+        val = _streamed_dataset(tf, source, validation, val_codes,
+                                self._sample_weight(val_codes), dim=dim, batch_size=1024)
+        return self._train(keras, scaler, data, val)
+
+    def _start(self):
+        """(keras, tensorflow), seeded and deterministic for this head's seed."""
         keras, tf = import_keras()
         keras.utils.set_random_seed(self.seed)
         tf.config.experimental.enable_op_determinism()
-        X = np.asarray(X, dtype=np.float32)
+        return keras, tf
+
+    def _codes(self, y: np.ndarray) -> np.ndarray:
+        """Sets classes_; output unit i is class classes_[i]."""
         self.classes_ = np.unique(y)
-        n_classes = len(self.classes_)
-        if n_classes < 2:
+        if len(self.classes_) < 2:
             raise ValueError(f"SoftmaxHead needs at least two classes, got {self.classes_}.")
-        y = np.searchsorted(self.classes_, y)  # output unit i is class classes_[i]
-        scaler = StandardScaler().fit(X)  # constant columns get scale 1, never a huge factor
+        return np.searchsorted(self.classes_, y)
+
+    def _train(self, keras, scaler, train, val) -> SoftmaxHead:
+        """Build the model on the scaler's statistics and fit it on the two datasets."""
         mean, variance = scaler.mean_.astype(np.float32), (scaler.scale_ ** 2).astype(np.float32)
         self.mean_ = mean
         self.scale_ = np.maximum(np.sqrt(variance), np.float32(KERAS_EPSILON))
         with native_stderr_captured():  # the first variable initialises the devices
-            model = build_model(keras, X.shape[1], n_classes, mean=mean, variance=variance,
-                                hidden_units=self.hidden_units, dropout=self.dropout,
-                                seed=self.seed)
+            model = build_model(keras, len(mean), len(self.classes_), mean=mean,
+                                variance=variance, hidden_units=self.hidden_units,
+                                dropout=self.dropout, seed=self.seed)
         self.n_trainable_, self.n_non_trainable_ = count_parameters(model)
         require_trainable(model)
         model.compile(
@@ -138,12 +182,6 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-        train = _dataset(tf, X, y, self._sample_weight(y), batch_size=self.batch_size,
-                         shuffle_seed=self.seed)
-        X_val, y_val = validation_data
-        y_val = np.searchsorted(self.classes_, y_val)
-        val = _dataset(tf, np.asarray(X_val, dtype=np.float32), y_val,
-                       self._sample_weight(y_val), batch_size=1024)
         stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience,
                                                 restore_best_weights=True)
         callbacks = [stopper] + ([_epoch_printer(keras, self.epochs)] if self.verbose else [])
@@ -198,6 +236,38 @@ def _dataset(tf, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
     if shuffle_seed is not None:
         data = data.shuffle(len(X), seed=shuffle_seed, reshuffle_each_iteration=True)
     return data.batch(batch_size)
+
+
+def _streamed_dataset(tf, source, rows: np.ndarray, labels: np.ndarray,
+                      sample_weight: np.ndarray | None, *, dim: int, batch_size: int,
+                      seed: int | None = None):
+    """A tf.data pipeline of (features, label[, weight]) batches read from `source` as they
+    are needed. seed: each epoch reads the rows in an order drawn from (seed, epoch), as
+    RowSource.groups' groups shuffled inside; None: store order (validation). A generator
+    yields whole groups in order and tf.data cuts them into batches (`rebatch`, across
+    groups), so the order is deterministic and the per-batch cost is tf.data's."""
+    epochs = itertools.count()
+    positions = np.arange(len(rows))
+
+    def groups():
+        rng = None if seed is None else np.random.default_rng([seed, next(epochs)])
+        for part, block in (source.blocks(rows) if rng is None else source.groups(rows, rng)):
+            at = positions[part]
+            if rng is not None:
+                shuffle = rng.permutation(len(at))
+                at, block = at[shuffle], block[shuffle]
+            y = labels[at].astype(np.int32)
+            yield ((block, y) if sample_weight is None
+                   else (block, y, sample_weight[at].astype(np.float32)))
+
+    spec = (tf.TensorSpec((None, dim), tf.float32), tf.TensorSpec((None,), tf.int32))
+    if sample_weight is not None:
+        spec += (tf.TensorSpec((None,), tf.float32),)
+    batches = -(-len(rows) // batch_size)
+    return (tf.data.Dataset.from_generator(groups, output_signature=spec)
+            .rebatch(batch_size)
+            .apply(tf.data.experimental.assert_cardinality(batches))
+            .prefetch(2))
 
 
 def save_keras(model, path: str | Path) -> Path:

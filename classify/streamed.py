@@ -205,6 +205,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# Consecutive store rows read together when rows are wanted in a shuffled order (a group
+# gathers block_rows // SPAN_ROWS spans drawn at random). Stores keep their rows in path
+# order, so a span holds one class or two; 32 rows (128 KB of 2,048 float16 columns) keeps
+# a group of 8,192 rows drawn from 256 places in the store at one read each.
+SPAN_ROWS = 32
+
+
 class RowSource:
     """Rows of a (n, dim) array-like (an h5py dataset, or an ndarray) read `block_rows`
     store rows at a time: one contiguous read per block, whichever rows of it are wanted."""
@@ -212,6 +219,27 @@ class RowSource:
     def __init__(self, features, block_rows: int):
         self.features = features
         self.block_rows = int(block_rows)
+
+    def groups(self, rows: np.ndarray, rng: np.random.Generator,
+               span: int = SPAN_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions in `rows`, float32 rows) for sorted row indices `rows`, in groups of
+        about block_rows rows, each gathered from block_rows // span spans of up to `span`
+        consecutive store rows taken in the order `rng` permutes them (every row once).
+        The rows inside a group stay in store order: shuffle them with the positions."""
+        rows = np.asarray(rows)
+        if not len(rows):
+            return
+        starts = np.flatnonzero(np.r_[True, np.diff(rows // span) != 0])
+        bounds = np.r_[starts, len(rows)]
+        order = rng.permutation(len(starts))
+        per_group = max(1, self.block_rows // span)
+        for first in range(0, len(order), per_group):
+            picked = order[first:first + per_group]
+            positions = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in picked])
+            wanted = [rows[bounds[i]:bounds[i + 1]] for i in picked]
+            yield positions, np.concatenate([
+                np.asarray(self.features[int(r[0]):int(r[-1]) + 1][r - r[0]], dtype=np.float32)
+                for r in wanted])
 
     def blocks(self, rows: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
         """(positions in `rows`, float32 rows) for sorted row indices `rows`."""

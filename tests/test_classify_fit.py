@@ -196,3 +196,23 @@ def test_early_stopping_restores_the_best_epoch():
     restored = log_loss(y[400:], head.predict_proba(X[400:]))
     assert restored == pytest.approx(min(head.history_["val_loss"]), rel=1e-5)
     assert restored < head.history_["val_loss"][-1]
+
+
+def test_a_summary_of_many_classes_names_the_weakest_and_the_confusions(tmp_path):
+    """30 classes: the header gives their range of sizes, the details the 10 classes of
+    lowest F1 and the most frequent confusions instead of a 30 x 30 matrix."""
+    from headstart.classify import report
+
+    rng = np.random.default_rng(3)
+    X, y = separable(900, 16, n_classes=30, seed=3)
+    y[:90] = rng.integers(0, 30, 90)  # some confusions
+    result = fit_heads(make_store(tmp_path / "many.h5", X, y), ("logreg",), out_dir=None,
+                       plots=False, C=1.0)[0]
+    header = report.format_header(result.metrics)
+    assert "30 classes of " in header and "class0 " not in header
+    details = report.format_details(result.metrics)
+    assert "the 10 classes of lowest F1 (all 30 in metrics.json)" in details
+    assert "the most frequent confusions" in details and "confusion matrix" not in details
+    lowest = sorted(result.metrics["test"]["per_class"].items(), key=lambda kv: kv[1]["f1"])
+    assert lowest[0][0] in details.split("most frequent")[0]
+    assert len(details.splitlines()) < 30
