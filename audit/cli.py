@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from headstart.audit.issues import collect, counts
-from headstart.audit.report import plural
-from headstart.audit.run import OPTIONS, audit_store
-from headstart.audit.write import check_output_dir, write_audit
+from headstart.audit.options import DEFAULTS, OPTIONS
 from headstart.cli import run_command
-from headstart.options import argument_type, default_of
+from headstart.options import argument_type
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,13 +21,13 @@ def parser() -> argparse.ArgumentParser:
                     "bytes under different labels, near duplicates and leakage across "
                     "splits, likely label errors and outliers. Writes report.html (one "
                     "self-contained page), issues.csv and audit.json; changes no file.")
-    p.add_argument("--features", metavar="STORE", default=default_of(audit_store, "features"),
+    p.add_argument("--features", metavar="STORE", default=DEFAULTS["features"],
                    help="feature store written by extract-features (default: %(default)s)")
     p.add_argument("-o", "--output-dir", metavar="DIR", default="audit",
                    help="where report.html, issues.csv and audit.json go (default: %(default)s)")
-    p.add_argument("--seed", type=int, metavar="N", default=default_of(audit_store, "seed"),
+    p.add_argument("--seed", type=int, metavar="N", default=DEFAULTS["seed"],
                    help="the split's seed, as for fit-head (default: %(default)s)")
-    p.add_argument("--split", metavar="RULE", default=default_of(audit_store, "split"),
+    p.add_argument("--split", metavar="RULE", default=DEFAULTS["split"],
                    help="the split rule, as for fit-head: auto, given, hash or TRAIN/VAL/TEST "
                         "percentages (default: %(default)s)")
     p.add_argument("--head", metavar="HEAD_DIR",
@@ -38,22 +35,22 @@ def parser() -> argparse.ArgumentParser:
                         "all test images and on those without a copy in train or "
                         "validation")
     p.add_argument("-k", type=argument_type(OPTIONS["k"]), metavar="K",
-                   default=default_of(audit_store, "k"),
+                   default=DEFAULTS["k"],
                    help="nearest neighbours per image, found once and used by every check "
                         "(default: %(default)s)")
     p.add_argument("--folds", type=argument_type(OPTIONS["folds"]), metavar="N",
-                   default=default_of(audit_store, "folds"),
+                   default=DEFAULTS["folds"],
                    help="out-of-fold heads for the label check (default: %(default)s)")
     p.add_argument("--C", dest="C", type=argument_type(OPTIONS["C"]), metavar="C",
-                   default=default_of(audit_store, "C"),
+                   default=DEFAULTS["C"],
                    help="the logreg heads' fixed inverse regularisation strength "
                         "(default: %(default)g)")
     p.add_argument("--neighbours", choices=OPTIONS["neighbours"].values,
-                   default=default_of(audit_store, "neighbours_method"),
+                   default=DEFAULTS["neighbours_method"],
                    help="exact, faiss (needs headstart[faiss]) or auto: exact up to 100,000 "
                         "images, faiss above (default: %(default)s)")
     p.add_argument("--max-shown", type=argument_type(OPTIONS["max_shown"]), metavar="N",
-                   default=50,
+                   default=DEFAULTS["max_shown"],
                    help="groups or images shown per report section; issues.csv has all "
                         "(default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -61,6 +58,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from headstart.audit.issues import collect, counts
+    from headstart.audit.report import plural
+    from headstart.audit.run import audit_store
+    from headstart.audit.write import check_output_dir, write_audit
+
     out = check_output_dir(args.output_dir)
     result = audit_store(args.features, seed=args.seed, split=args.split, head=args.head,
                          k=args.k, folds=args.folds, C=args.C,

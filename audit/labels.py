@@ -31,11 +31,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
-# C of the logreg head in every fold: one value, chosen once, never tuned on the audited
-# store: the middle of 1e-4..1e-2, where fit-head's validation choice on 4096 standardised
-# fc2 features usually falls (headstart.classify.logreg).
-AUDIT_C = 1e-3
-FOLDS = 5
+from headstart.audit.options import AUDIT_C, FOLDS
+
 MAX_ITER = 1000  # as fit-head's logreg head
 EPSILON = 1e-6  # cleanlab's FLOATING_POINT_COMPARISON
 

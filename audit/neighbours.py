@@ -292,9 +292,6 @@ def _rescored(index, reduced: np.ndarray, unit: np.ndarray, rows: np.ndarray, ca
     return best_idx, best_cos
 
 
-NEIGHBOUR_METHODS = ("auto", "exact", "faiss")
-
-
 def find_neighbours(unit: np.ndarray, k: int = 10, method: str = "auto",
                     progress: Callable[[int], None] | None = None) -> Neighbours:
     """The k nearest neighbours of every row: "exact", "faiss", or "auto".

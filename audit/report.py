@@ -69,9 +69,16 @@ class _Page:
         return f"{total - shown:,} more {noun}" if total > shown else ""
 
 
+def _blind_spot(line: str | tuple[str, str, str], k: int) -> dict:
+    """A BLIND_SPOTS entry as text, a command shown as code, and the text after it."""
+    before, code, after = (line, "", "") if isinstance(line, str) else line
+    return {"text": before.format(k=k), "code": code, "after": after}
+
+
 def histogram(audit: Audit) -> str:
     """PNG data URI: nearest-neighbour cosine of sha256-unique images, thresholds marked."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     distance = nearest_other_bytes(audit.neighbours, audit.hashes)
     first = {}
@@ -84,6 +91,9 @@ def histogram(audit: Audit) -> str:
         low = float(min(cosine.min(), 1 - t.copy - 0.02))
         ax.hist(cosine, bins=np.linspace(low, 1.0, 80), color="#4c72b0")
     ax.set_yscale("log")
+    # Whole counts at the decades only: minor labels (2, 3, ... x 10^n) crowd a short axis.
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.axvline(1 - t.copy, color="#c44e52", linestyle="--",
                label=f"copy (within and across splits): cosine >= {1 - t.copy:.4f}")
     ax.set_xlabel("cosine similarity to the nearest image with other bytes")
@@ -301,17 +311,26 @@ def _labels(page: _Page, found: list[Issue]) -> dict:
             "more": page.more(len(flagged), "images")}
 
 
+NEAR_MISSES = 8  # unflagged images of the highest scores shown, folded, after the flagged
+
+
 def _outliers(page: _Page) -> dict:
+    """The flagged images, strangest first (up to max_shown), then the NEAR_MISSES highest
+    scores below the fence in a folded block."""
     o = page.audit.outliers
-    cards = []
-    for row in np.argsort(-o.score, kind="stable")[:page.max_shown]:
-        mark = "" if o.score[row] > o.fence else " (below the fence)"
-        cards.append(page.card(int(row), f"score {o.score[row]:.2f}{mark}",
-                               f"centroid {o.centroid[row]:.3f}, k-th typical neighbour "
-                               f"{o.neighbour[row]:.3f}"))
-    return {"title": plural(len(o.flagged), "image"), "k": page.audit.settings["k"],
-            "fence": f"{o.fence:.3f}", "cards": cards,
-            "more": page.more(len(o.flagged), "flagged images")}
+    order = np.argsort(-o.score, kind="stable")
+    flagged = [int(row) for row in order if o.score[row] > o.fence]
+    near = [int(row) for row in order if o.score[row] <= o.fence][:NEAR_MISSES]
+
+    def card(row: int) -> dict:
+        return page.card(row, {"text": "score ", "bold": f"{o.score[row]:.2f}"},
+                         f"centroid {o.centroid[row]:.3f}, k-th typical neighbour "
+                         f"{o.neighbour[row]:.3f}")
+
+    return {"title": plural(len(flagged), "image"), "k": page.audit.settings["k"],
+            "fence": f"{o.fence:.3f}", "cards": [card(row) for row in flagged[:page.max_shown]],
+            "near": [card(row) for row in near],
+            "more": page.more(len(flagged), "flagged images")}
 
 
 BLIND_SPOTS = [
@@ -322,8 +341,8 @@ BLIND_SPOTS = [
     "{k} near-identical copies may be split into several groups.",
     "Label errors the out-of-fold heads share: a class the features cannot tell apart, or "
     "a mistake repeated across many images, looks like the norm.",
-    "Images that were skipped at extraction (unreadable files): they have no row; "
-    "`features-info --skipped` lists them.",
+    ("Images that were skipped at extraction (unreadable files): they have no row; ",
+     "features-info --skipped", " lists them."),
     "Outliers are relative to this store: a whole folder of wrong images forms its own "
     "cluster and looks typical.",
 ]
@@ -348,7 +367,7 @@ def render(audit: Audit, found: list[Issue], *, max_shown: int = 50,
         name=audit.source.name, header=_header(page, found), map=_map(page, found),
         conflicts=_conflicts(page), leakage=_leakage(page), labels=_labels(page, found),
         outliers=_outliers(page),
-        blind_spots=[line.format(k=audit.settings["k"]) for line in BLIND_SPOTS],
+        blind_spots=[_blind_spot(line, audit.settings["k"]) for line in BLIND_SPOTS],
         seconds=f"{audit.seconds.get('total', 0):.1f}")
 
 

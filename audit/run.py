@@ -23,19 +23,15 @@ import numpy as np
 from tqdm import tqdm
 
 from headstart.audit import duplicates, embedding_map, labels, neighbours, outliers, thresholds
+from headstart.audit.options import DEFAULTS, FLAGS, OPTIONS
 from headstart.classify.dataset import load_dataset
 from headstart.classify.persist import load_head
 from headstart.classify.split import SPLITS, check_split_option, resolve_split
 from headstart.errors import ClassifyError
 from headstart.features import open_store
-from headstart.options import Choice, Range, check_options
+from headstart.options import check_options
 
 # Allowed values, checked before any work; audit-features builds its argument types here.
-OPTIONS = {
-    "k": Range(int, 2, 100), "folds": Range(int, 2, 20), "C": Range(float, 0, open_low=True),
-    "neighbours": Choice(neighbours.NEIGHBOUR_METHODS), "max_shown": Range(int, 1),
-}
-FLAGS = {"k": "-k", "max_shown": "--max-shown"}
 
 
 @dataclass
@@ -121,10 +117,11 @@ class _Steps:
         self.seconds[name] = round(time.perf_counter() - start, 3)
 
 
-def audit_store(features: str | Path = "features.h5", *, seed: int = 0,
-                split: str = "auto", head: str | Path | None = None, k: int = 10,
-                folds: int = labels.FOLDS, C: float = labels.AUDIT_C,
-                neighbours_method: str = "auto", quiet: bool = True) -> Audit:
+def audit_store(features: str | Path = DEFAULTS["features"], *, seed: int = DEFAULTS["seed"],
+                split: str = DEFAULTS["split"], head: str | Path | None = None,
+                k: int = DEFAULTS["k"], folds: int = DEFAULTS["folds"], C: float = DEFAULTS["C"],
+                neighbours_method: str = DEFAULTS["neighbours_method"],
+                quiet: bool = True) -> Audit:
     """Audit the store `features`; see the module docstring. Writes nothing (see `write_audit`).
 
     seed, split: as fit-head (the audit uses exactly fit-head's split).

@@ -10,11 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from headstart.classify import report
 from headstart.classify.exclude import ISSUE_KINDS
-from headstart.classify.fit import fit_heads
-from headstart.classify.heads import CLASS_WEIGHTS, HEADS
-from headstart.classify.logreg import LogRegHead
+from headstart.classify.options import (
+    CLASS_WEIGHTS,
+    DEFAULT_CS,
+    FIT_DEFAULTS,
+    HEADS,
+    LOGREG_OPTIONS,
+    SOFTMAX_DEFAULTS,
+    SOFTMAX_OPTIONS,
+)
 from headstart.classify.persist import load_head
 from headstart.classify.predict import (
     check_output,
@@ -23,7 +28,6 @@ from headstart.classify.predict import (
     predict_store,
     write_predictions,
 )
-from headstart.classify.softmax import SoftmaxHead
 from headstart.cli import run_command
 from headstart.errors import EXIT_CHECK_FAILED, ClassifyError
 from headstart.options import Range, argument_type, default_of
@@ -32,39 +36,36 @@ from headstart.words import not_images, shown
 BOTH = "both"
 
 
-def _typed(estimator, name: str):
-    """argparse type for a head option, from the head's own declaration (one source)."""
-    return argument_type(type(estimator).OPTIONS[name])
-
-
 # ----------------------------------------------------------------------------- fit-head
 
 def fit_head_parser() -> argparse.ArgumentParser:
-    soft = SoftmaxHead()
+    """Built from declarations only (headstart.classify.options): no scikit-learn, Keras or
+    TensorFlow is imported before the arguments are checked."""
+    soft = argparse.Namespace(**SOFTMAX_DEFAULTS)
     parser = argparse.ArgumentParser(
         prog="fit-head",
         description="Fit a classifier head on stored VGG16 features, choose its settings on the "
                     "validation split, report it once on the test split, and save it.")
-    parser.add_argument("--features", metavar="STORE", default=default_of(fit_heads, "features"),
+    parser.add_argument("--features", metavar="STORE", default=FIT_DEFAULTS["features"],
                         help="feature store written by extract-features (default: %(default)s)")
     parser.add_argument("--model", choices=(*HEADS, BOTH),
-                        default=default_of(fit_heads, "models")[0],
+                        default=FIT_DEFAULTS["models"][0],
                         help="which head to fit; 'both' fits each on the same split and prints "
                              "them side by side (default: %(default)s)")
     parser.add_argument("-o", "--output-dir", metavar="DIR",
-                        default=default_of(fit_heads, "out_dir"),
+                        default=FIT_DEFAULTS["out_dir"],
                         help="each head goes to DIR/<model>/ (default: %(default)s)")
-    parser.add_argument("--seed", type=int, metavar="N", default=default_of(fit_heads, "seed"),
+    parser.add_argument("--seed", type=int, metavar="N", default=FIT_DEFAULTS["seed"],
                         help="decides the split and the softmax initialisation "
                              "(default: %(default)s)")
-    parser.add_argument("--split", metavar="RULE", default=default_of(fit_heads, "split"),
+    parser.add_argument("--split", metavar="RULE", default=FIT_DEFAULTS["split"],
                         help="'auto': the train/validation/test folders' split when the store "
                              "was extracted from such folders, else 'hash'; 'given': the "
                              "folders' split; 'hash': 70/15/15 by image content; or "
                              "TRAIN/VAL/TEST percentages for the hash rule, e.g. 80/10/10 "
                              "(default: %(default)s)")
     parser.add_argument("--class-weight", choices=CLASS_WEIGHTS,
-                        default=default_of(fit_heads, "class_weight"),
+                        default=FIT_DEFAULTS["class_weight"],
                         help="'balanced' weights each class inversely to its frequency "
                              "(default: %(default)s)")
     parser.add_argument("--assert-min-accuracy", type=argument_type(Range(float, 0, 1)),
@@ -80,32 +81,40 @@ def fit_head_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--memory", metavar="SIZE",
                         help="what the rows, their statistics and the model may take, e.g. "
-                             "1500M or 4G; a store that needs more is read in blocks "
-                             "(logreg) (default: half of the memory available)")
+                             "1500M or 4G; a store that needs more is read from its file in "
+                             "blocks (default: half of the memory available)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     logreg = parser.add_argument_group("logreg")
-    logreg.add_argument("--C", type=_typed(LogRegHead(), "C"), dest="C",
+    logreg.add_argument("--C", type=argument_type(LOGREG_OPTIONS["C"]), dest="C",
                         help="fix the inverse regularisation strength instead of choosing it on "
-                             f"validation from {', '.join(f'{c:g}' for c in LogRegHead().Cs)}")
+                             f"validation from {', '.join(f'{c:g}' for c in DEFAULT_CS)}")
     softmax = parser.add_argument_group("softmax")
-    softmax.add_argument("--hidden-units", type=_typed(soft, "hidden_units"), metavar="N",
+    softmax.add_argument("--hidden-units", type=_typed("hidden_units"), metavar="N",
                          help="add one ReLU hidden layer of this size "
                               f"(default: {soft.hidden_units}, none)")
-    softmax.add_argument("--dropout", type=_typed(soft, "dropout"), metavar="RATE",
+    softmax.add_argument("--dropout", type=_typed("dropout"), metavar="RATE",
                          help=f"dropout rate before the output layer (default: {soft.dropout})")
-    softmax.add_argument("--epochs", type=_typed(soft, "epochs"), metavar="N",
+    softmax.add_argument("--epochs", type=_typed("epochs"), metavar="N",
                          help=f"at most this many epochs (default: {soft.epochs})")
-    softmax.add_argument("--patience", type=_typed(soft, "patience"), metavar="N",
+    softmax.add_argument("--patience", type=_typed("patience"), metavar="N",
                          help="stop after this many epochs without a lower validation loss "
                               f"(default: {soft.patience})")
-    softmax.add_argument("--batch-size", type=_typed(soft, "batch_size"), metavar="N",
+    softmax.add_argument("--batch-size", type=_typed("batch_size"), metavar="N",
                          help=f"images per step (default: {soft.batch_size})")
-    softmax.add_argument("--learning-rate", type=_typed(soft, "learning_rate"), metavar="LR",
+    softmax.add_argument("--learning-rate", type=_typed("learning_rate"), metavar="LR",
                          help=f"Adam's learning rate (default: {soft.learning_rate:g})")
     return parser
 
 
+def _typed(name: str):
+    """argparse type for a softmax option, from the head's declaration (one source)."""
+    return argument_type(SOFTMAX_OPTIONS[name])
+
+
 def _fit(args: argparse.Namespace) -> int:
+    from headstart.classify import report
+    from headstart.classify.fit import fit_heads
+
     if args.exclude_kinds is not None and args.exclude is None:
         raise ClassifyError("--exclude-kinds needs --exclude ISSUES_CSV, the file whose flagged "
                             "images to leave out.")

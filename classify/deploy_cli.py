@@ -13,14 +13,28 @@ import sys
 from tqdm import tqdm
 
 from headstart.classify.cli import add_moved_backbone_options
-from headstart.classify.export import EXPORT_OPTIONS, QUANTIZE, export_head
-from headstart.classify.finetune import OPTIONS, checkpoint_dir, fine_tune, format_comparison
+from headstart.classify.options import (
+    EXPORT_FORMATS,
+    EXPORT_OPTIONS,
+    FINE_TUNE_DEFAULTS,
+    FINE_TUNE_OPTIONS,
+    QUANTIZE,
+)
 from headstart.cli import run_command
-from headstart.options import argument_type, default_of
+from headstart.options import argument_type
 
 
 def _stderr(line: str) -> None:
     tqdm.write(line, file=sys.stderr)  # above a progress bar when one is shown
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """--formats keras,saved_model: names from EXPORT_FORMATS, comma-separated."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or any(name not in EXPORT_FORMATS for name in names):
+        raise argparse.ArgumentTypeError(
+            f"takes one or both of {', '.join(EXPORT_FORMATS)}, comma-separated; got {text!r}")
+    return names
 
 
 def _add_export_options(parser: argparse.ArgumentParser) -> None:
@@ -41,27 +55,39 @@ def export_head_parser() -> argparse.ArgumentParser:
         prog="export-head",
         description="Fuse a head from fit-head with its backbone into one image classifier "
                     "(uint8 RGB pixels in, class probabilities out; the preprocessing is inside) "
-                    "and save it as model.keras, a TensorFlow SavedModel and optionally TFLite.")
+                    "and save it as model.keras and a TensorFlow SavedModel (--formats) and "
+                    "optionally TFLite.")
     parser.add_argument("--head", required=True, help="head directory written by fit-head, "
                                                       "e.g. heads/logreg")
     parser.add_argument("-o", "--output-dir", metavar="DIR", default="model",
                         help="export folder; an earlier export there is replaced "
                              "(default: %(default)s)")
+    parser.add_argument("--formats", type=_formats, default=EXPORT_FORMATS, metavar="LIST",
+                        help="which of keras (model.keras) and saved_model (saved_model/) to "
+                             "write; both hold the same weights, so one halves the size: "
+                             "model.keras for Keras, saved_model for TensorFlow Serving, "
+                             "TFLite and runtimes without Keras (default: "
+                             f"{','.join(EXPORT_FORMATS)})")
     _add_export_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return parser
 
 
 def _export(args: argparse.Namespace) -> int:
+    from headstart.classify.export import export_head
+
     exported = export_head(args.head, args.output_dir, tflite=args.tflite,
-                           quantize=args.quantize, weights_path=args.weights,
+                           quantize=args.quantize, formats=args.formats,
+                           weights_path=args.weights,
                            preset=args.backbone, log=None if args.quiet else _stderr)
     print(f"exported {args.head} to {exported.directory}/:")
     for name, size in exported.sizes.items():
         print(f"  {name:<22} {size / 1e6:9.1f} MB")
-    print("input: {1} RGB pixels (n, {0}, {0}, 3) after headstart's resize, or encoded image "
-          "bytes (signature 'images'); classes in labels.txt.".format(
-              int(exported.model.input.shape[1]), exported.model.input.dtype))
+    size, dtype = int(exported.model.input.shape[1]), exported.model.input.dtype
+    encoded = (", or encoded image bytes (signature 'images')"
+               if "saved_model" in args.formats else "")
+    print(f"input: {dtype} RGB pixels (n, {size}, {size}, 3) after headstart's resize"
+          f"{encoded}; classes in labels.txt.")
     return 0
 
 
@@ -78,9 +104,9 @@ def fine_tune_parser() -> argparse.ArgumentParser:
                     "train them with the head at a low learning rate on the store's images, "
                     "on the head's split; report test accuracy before and after; save the "
                     "result as export-head does. GPU work; resumable after a kill.")
-    parser.add_argument("--features", metavar="STORE", default=default_of(fine_tune, "features"),
+    parser.add_argument("--features", metavar="STORE", default=FINE_TUNE_DEFAULTS["features"],
                         help="the store the head was fitted on (default: %(default)s)")
-    parser.add_argument("--head", default=default_of(fine_tune, "head"),
+    parser.add_argument("--head", default=FINE_TUNE_DEFAULTS["head"],
                         help="head directory written by fit-head (default: %(default)s)")
     parser.add_argument("-o", "--output-dir", metavar="DIR",
                         help="where the fine-tuned model goes (default: finetuned/ beside "
@@ -100,8 +126,9 @@ def fine_tune_parser() -> argparse.ArgumentParser:
             ("learning_rate", "LR", "Adam's learning rate"),
             ("batch_size", "N", "images per step"),
             ("seed", "N", "decides the order and the augmentation")):
-        parser.add_argument("--" + name.replace("_", "-"), type=argument_type(OPTIONS[name]),
-                            default=default_of(fine_tune, name), metavar=metavar,
+        parser.add_argument("--" + name.replace("_", "-"),
+                            type=argument_type(FINE_TUNE_OPTIONS[name]),
+                            default=FINE_TUNE_DEFAULTS[name], metavar=metavar,
                             help=f"{text} (default: %(default)s)")
     _add_export_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true",
@@ -110,6 +137,8 @@ def fine_tune_parser() -> argparse.ArgumentParser:
 
 
 def _fine_tune(args: argparse.Namespace) -> int:
+    from headstart.classify.finetune import checkpoint_dir, fine_tune, format_comparison
+
     result = fine_tune(args.features, args.head, out_dir=args.output_dir,
                        unfreeze=args.unfreeze, images=args.images, epochs=args.epochs,
                        patience=args.patience, learning_rate=args.learning_rate,

@@ -32,16 +32,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from headstart.classify.fused import build_classifier
 from headstart.classify.head import Head
+from headstart.classify.options import EXPORT_FORMATS, EXPORT_OPTIONS
 from headstart.classify.persist import load_head
 from headstart.classify.softmax import import_keras, save_keras
-from headstart.options import Choice, check_options
+from headstart.errors import UsageError
+from headstart.options import check_options
 from headstart.outputs import FolderKind, check_replaceable, replace_folder
 
 FORMAT = "headstart-export"
@@ -52,8 +54,6 @@ KERAS_FILE = "model.keras"
 SAVED_MODEL = "saved_model"
 PIXELS_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "images"
-QUANTIZE = ("none", "float16")
-EXPORT_OPTIONS = {"quantize": Choice(QUANTIZE)}
 # export-head's and fine-tune's folder (fine-tune adds metrics.json and its curves)
 EXPORT_FOLDER = FolderKind(
     "export", EXPORT_JSON, formats=(FORMAT,),
@@ -98,12 +98,15 @@ def hub_float32_twin(keras, info, head: Head, model) -> Callable | None:
 
 
 def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = False,
-                quantize: str = "none", weights_path: str | Path | None = None,
+                quantize: str = "none", formats: Sequence[str] = EXPORT_FORMATS,
+                weights_path: str | Path | None = None,
                 preset: str | Path | None = None,
                 log: Callable[[str], None] | None = None) -> Exported:
     """Fuse the backbone recorded with the head at `head_dir` and the head; save in `out_dir`.
 
     quantize: "none" or "float16" (float16 weights in the TFLite file; implies tflite).
+    formats: which of EXPORT_FORMATS to write ("keras": model.keras, "saved_model":
+        saved_model/); both by default, at least one.
     weights_path: the extraction's weights file when it moved (its sha256 must match).
     preset: the KerasHub preset folder when the features came from one that moved.
     out_dir is replaced as a whole once everything is written (a kill leaves the old one);
@@ -115,6 +118,7 @@ def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = Fal
 
     log = log or (lambda line: None)
     check_options({"quantize": quantize}, EXPORT_OPTIONS)
+    formats = check_formats(formats)
     out_dir = Path(out_dir)
     check_replaceable(out_dir, EXPORT_FOLDER)
     head = load_head(head_dir)
@@ -128,16 +132,30 @@ def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = Fal
     details = {"head": {"kind": head.kind, "directory": str(Path(head_dir).resolve())}}
     sizes = replace_folder(out_dir, EXPORT_FOLDER, lambda staging: write_export(
         model, staging, head, tflite=tflite or quantize != "none", quantize=quantize,
-        details=details, log=log, resize=info.resize, float32_model=float32_model))
+        formats=formats, details=details, log=log, resize=info.resize,
+        float32_model=float32_model))
     return Exported(out_dir, sizes, model)
 
 
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """`formats` as a tuple in EXPORT_FORMATS' order; UsageError (one sentence) for an
+    unknown name or none at all."""
+    names = tuple(formats)
+    unknown = [name for name in names if name not in EXPORT_FORMATS]
+    if unknown or not names:
+        raise UsageError(f"--formats takes one or both of {', '.join(EXPORT_FORMATS)}, "
+                         f"comma-separated; got {','.join(names) or 'nothing'}.")
+    return tuple(name for name in EXPORT_FORMATS if name in names)
+
+
 def write_export(model, directory: Path, head: Head, *, tflite: bool = False,
-                 quantize: str = "none", details: dict | None = None,
+                 quantize: str = "none", formats: Sequence[str] = EXPORT_FORMATS,
+                 details: dict | None = None,
                  log: Callable[[str], None] = lambda line: None,
                  resize: Callable | None = None,
                  float32_model: Callable | None = None) -> dict[str, int]:
-    """Write model.keras, saved_model/, labels.txt, [TFLite], export.json into `directory`.
+    """Write model.keras and saved_model/ (those of `formats`), labels.txt, [TFLite] and
+    export.json into `directory`.
 
     model: a classifier from build_classifier (pixels (n, s, s, 3) -> (n, C)).
     head: gives the classes and the feature pipeline recorded in export.json.
@@ -147,19 +165,24 @@ def write_export(model, directory: Path, head: Head, *, tflite: bool = False,
     Returns each artifact's size in bytes.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    save_keras(model, directory / KERAS_FILE)
-    log(f"  {KERAS_FILE}")
-    save_signatures(model, directory / SAVED_MODEL, head.classes, resize)
-    log(f"  {SAVED_MODEL}/ (signatures {PIXELS_SIGNATURE}: pixels, {BYTES_SIGNATURE}: "
-        "encoded bytes)")
-    files = [KERAS_FILE, SAVED_MODEL]
+    files = []
+    if "keras" in formats:
+        save_keras(model, directory / KERAS_FILE)
+        log(f"  {KERAS_FILE}")
+        files.append(KERAS_FILE)
+    if "saved_model" in formats:
+        save_signatures(model, directory / SAVED_MODEL, head.classes, resize)
+        log(f"  {SAVED_MODEL}/ (signatures {PIXELS_SIGNATURE}: pixels, {BYTES_SIGNATURE}: "
+            "encoded bytes)")
+        files.append(SAVED_MODEL)
     tflite_precision = None
     if tflite:
         name = tflite_name(quantize)
         float32 = float32_model() if float32_model else float32_copy(model)
-        if float32 is model:
+        if float32 is model and SAVED_MODEL in files:
             source = directory / SAVED_MODEL
-        else:  # TFLite has no bfloat16 or float16 kernels: convert a float32 copy
+        else:  # TFLite converts from a SavedModel, and has no bfloat16 or float16
+            # kernels: a float32 copy where the model is not float32
             source = directory.parent / f".{directory.name}.float32-saved-model"
             shutil.rmtree(source, ignore_errors=True)
             save_signatures(float32, source, head.classes, resize)
@@ -192,6 +215,7 @@ def write_export(model, directory: Path, head: Head, *, tflite: bool = False,
                                 "bilinear")},
         "preprocessing": f"{head.identity.preprocessing}, inside the model",
         "pipeline": asdict(head.identity), "files": files + [LABELS],
+        "formats": list(formats),
         "precision": {"keras_and_saved_model": head.identity.precision,
                       **({"tflite": tflite_precision} if tflite_precision else {})},
         "versions": versions(), **(details or {}),

@@ -49,28 +49,24 @@ from headstart.classify.dataset import load_dataset
 from headstart.classify.export import (
     EXPORT_FOLDER,
     EXPORT_JSON,
-    EXPORT_OPTIONS,
     hub_float32_twin,
     write_export,
 )
 from headstart.classify.finetune_data import TrainingImages, batches, find_training_images
 from headstart.classify.fused import build_classifier
+from headstart.classify.options import FINE_TUNE_DEFAULTS, FINE_TUNE_OPTIONS
 from headstart.classify.persist import HEAD_JSON, WEIGHTS, load_head
 from headstart.classify.plots import plot_history
 from headstart.classify.predict import backbone_for_head, head_backbone_info
 from headstart.classify.softmax import count_parameters, import_keras
 from headstart.classify.split import SPLITS
 from headstart.errors import ClassifyError, Interrupted, UsageError
-from headstart.options import Range, check_options
+from headstart.options import check_options
 from headstart.outputs import check_replaceable, replace_folder
 
 METRICS = "metrics.json"
 DEFAULT_UNFREEZE = {"vgg": "block5"}  # by backbone family; others must name their top block
-OPTIONS = {
-    "epochs": Range(int, 1), "patience": Range(int, 0), "learning_rate": Range(float, 0, 1,
-                                                                               open_low=True),
-    "batch_size": Range(int, 1), "seed": Range(int, 0), **EXPORT_OPTIONS,
-}
+OPTIONS = FINE_TUNE_OPTIONS
 # Settings a resumed run must share with the checkpoint (epochs and patience may change).
 RESUME_KEYS = ("store", "head", "images", "unfreeze", "learning_rate", "batch_size", "seed")
 
@@ -197,10 +193,14 @@ def unfreeze_top_blocks(feature_model, count: int) -> list[str]:
     return unfrozen
 
 
-def fine_tune(features: str | Path = "features.h5", head: str | Path = "heads/softmax", *,
+def fine_tune(features: str | Path = FINE_TUNE_DEFAULTS["features"],
+              head: str | Path = FINE_TUNE_DEFAULTS["head"], *,
               out_dir: str | Path | None = None, unfreeze: str | None = None,
-              images: str | Path | None = None, epochs: int = 10, patience: int = 3,
-              learning_rate: float = 1e-5, batch_size: int = 32, seed: int = 0,
+              images: str | Path | None = None, epochs: int = FINE_TUNE_DEFAULTS["epochs"],
+              patience: int = FINE_TUNE_DEFAULTS["patience"],
+              learning_rate: float = FINE_TUNE_DEFAULTS["learning_rate"],
+              batch_size: int = FINE_TUNE_DEFAULTS["batch_size"],
+              seed: int = FINE_TUNE_DEFAULTS["seed"],
               weights_path: str | Path | None = None, preset: str | Path | None = None,
               tflite: bool = False, quantize: str = "none", progress: bool = True,
               workers: int | None = None,

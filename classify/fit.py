@@ -24,6 +24,7 @@ from headstart.classify.dataset import Dataset, load_dataset
 from headstart.classify.exclude import check_exclude_file, excluded_rows, parse_kinds
 from headstart.classify.head import Head
 from headstart.classify.heads import HEADS, make_estimator, options_of
+from headstart.classify.options import FIT_DEFAULTS
 from headstart.classify.persist import HEAD_FOLDER, save_head
 from headstart.classify.plots import plot_confusion, plot_history, plot_selection
 from headstart.classify.softmax import save_keras
@@ -55,19 +56,20 @@ class FitResult:
         return self.metrics["test"]["accuracy"]
 
 
-def fit_head(features: str | Path = "features.h5", model: str = "logreg", **options) -> FitResult:
+def fit_head(features: str | Path = FIT_DEFAULTS["features"],
+             model: str = FIT_DEFAULTS["models"][0], **options) -> FitResult:
     """Fit one head; see fit_heads for the options."""
     return fit_heads(features, models=(model,), **options)[0]
 
 
 def fit_heads(
-    features: str | Path = "features.h5",
-    models: Sequence[str] = ("logreg",),
+    features: str | Path = FIT_DEFAULTS["features"],
+    models: Sequence[str] = FIT_DEFAULTS["models"],
     *,
-    out_dir: str | Path | None = "heads",
-    seed: int = 0,
-    split: str | Sequence[float] = "auto",
-    class_weight: str = "none",
+    out_dir: str | Path | None = FIT_DEFAULTS["out_dir"],
+    seed: int = FIT_DEFAULTS["seed"],
+    split: str | Sequence[float] = FIT_DEFAULTS["split"],
+    class_weight: str = FIT_DEFAULTS["class_weight"],
     plots: bool = True,
     log: Callable[[str], None] | None = None,
     exclude: str | Path | None = None,

@@ -30,6 +30,29 @@ class Layer:
     activation: str  # "relu" or "softmax"
 
 
+def features_name(identity: Identity) -> str:
+    """'VGG16 fc2', 'MobileNetV3Small avg-pooled global_average_pooling2d': which rows."""
+    pooled = "" if identity.pooling == "none" else f" {identity.pooling}-pooled"
+    return f"{identity.model}{pooled} {identity.layer}"
+
+
+def mismatch(kind: str, head: Identity, store: Identity, source: str) -> str:
+    """The difference between a head's features and a store's that matters most, first:
+    another backbone or layer, then other weights, then the preprocessing (input size,
+    resize, preprocessing function), each side named where it is said."""
+    if features_name(head) != features_name(store):
+        return (f"The {kind} head was fitted on {features_name(head)} features; '{source}' "
+                f"holds {features_name(store)} features")
+    if head.weights != store.weights:
+        return (f"The {kind} head was fitted on {features_name(head)} features of the weights "
+                f"{head.weights}; '{source}' holds those of the weights {store.weights}")
+    keys = [key for key in ("input_size", "resize", "preprocessing")
+            if getattr(head, key) != getattr(store, key)]
+    return (f"The {kind} head was fitted on {features_name(head)} features made with another "
+            + ", ".join(f"{key} ({getattr(head, key)!r}; '{source}' has "
+                        f"{getattr(store, key)!r})" for key in keys))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -92,13 +115,9 @@ class Head:
         """Refuse features made by another model, layer, weights or pipeline, or of another size;
         with `classes` (commands that compare the store's labels with the head's: audit,
         fine-tune), also a store whose classes are not the head's, in the same order."""
-        differences = [d for d in self.identity.differences(identity)
-                       if d.split(":")[0] in MATCH_KEYS]
-        if differences:
-            raise HeadError(
-                f"The {self.kind} head was fitted on features made differently from '{source}' "
-                f"({'; '.join(differences)}, head vs store); fit a head on this store instead."
-            )
+        if any(getattr(self.identity, key) != getattr(identity, key) for key in MATCH_KEYS):
+            raise HeadError(f"{mismatch(self.kind, self.identity, identity, source)}; fit a "
+                            "head on this store instead.")
         if dim != self.n_features:
             raise HeadError(
                 f"The {self.kind} head expects {self.n_features} features per image but "

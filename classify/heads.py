@@ -1,19 +1,14 @@
-"""The heads one can fit, declared once; the CLI's --model choices come from here."""
+"""Build the heads one can fit from their declared options (headstart.classify.options)."""
 
 from __future__ import annotations
 
 from headstart.classify.logreg import LogRegHead
+from headstart.classify.options import CLASS_WEIGHTS, HEADS
+from headstart.classify.options import HEAD_OPTIONS as OPTIONS
 from headstart.classify.softmax import SoftmaxHead
 from headstart.errors import UsageError
 
-HEADS = ("logreg", "softmax")
-CLASS_WEIGHTS = ("none", "balanced")
-# Which keyword arguments reach which head; defaults live in the heads' own signatures.
-OPTIONS = {
-    "logreg": ("C",),
-    "softmax": ("hidden_units", "dropout", "epochs", "patience", "batch_size", "learning_rate",
-                "verbose"),
-}
+__all__ = ["CLASS_WEIGHTS", "HEADS", "OPTIONS", "make_estimator", "options_of"]
 
 
 def make_estimator(name: str, *, seed: int = 0, class_weight: str = "none",

@@ -22,12 +22,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
 from headstart.classify.head import Layer, forward
+from headstart.classify.options import DEFAULT_CS, LOGREG_NULLABLE, LOGREG_OPTIONS
 from headstart.classify.streamed import SUBSAMPLE_ROWS, RowSource, fit_logistic, streamed_scaler
-from headstart.options import Choice, Range, check_options
-
-# Decades from strong to weak regularisation. With ~4096 standardised fc2 features the
-# best C is usually 1e-4..1e-2; tiny stores (a few hundred images) prefer larger C.
-DEFAULT_CS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+from headstart.options import check_options
 
 
 class LogRegHead(ClassifierMixin, BaseEstimator):
@@ -39,11 +36,9 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
     ``n_parameters_`` (coefficients scikit-learn fitted: dim + 1 for two classes).
     """
 
-    # Allowed values, checked when fit starts and used by fit-head's parser.
-    OPTIONS = {"C": Range(float, 0, open_low=True), "max_iter": Range(int, 1),
-               "tol": Range(float, 0, open_low=True), "patience": Range(int, 1),
-               "class_weight": Choice(("balanced",))}
-    NULLABLE = ("C", "class_weight")
+    # Allowed values, checked when fit starts; fit-head's parser reads the same declaration.
+    OPTIONS = LOGREG_OPTIONS
+    NULLABLE = LOGREG_NULLABLE
 
     def __init__(self, C: float | None = None, Cs: tuple[float, ...] = DEFAULT_CS,
                  class_weight: str | None = None, max_iter: int = 1000, tol: float = 1e-4,
@@ -178,24 +173,26 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 
     def _resume_on_every_row(self, fit_all, start: np.ndarray) -> np.ndarray:
         """After the walk on a subsample: fit its C on every row (warm-started from the
-        subsample's solution), then step along the grid, a decade up and, if that did not
-        help, a decade down, each fit warm-started from its neighbour's, while validation
-        loss falls. The subsample's C is often the best but not always: with fewer rows
-        the best regularisation moves (measured in bench/streamed.py), usually by at most
-        one decade. fit_all(C, start) -> (w, record). Sets C_, n_iter_, converged_,
-        ``every_row_`` (the records on every row, by C); returns the best w."""
+        subsample's solution), then step along the grid towards the neighbour that had the
+        lower validation loss on the subsample, each fit warm-started from the previous
+        one's, while validation loss falls. The subsample's C is often the best but not
+        always (fewer rows can want more regularisation; bench/streamed.py measures it);
+        validation loss being unimodal in C, the better neighbour on the subsample says on
+        which side a better C on every row would be. Two fits on every row when the
+        subsample's C stays best. fit_all(C, start) -> (w, record). Sets C_, n_iter_,
+        converged_, ``every_row_`` (the records on every row, by C); returns the best w."""
         grid = sorted(set(self.Cs) | {self.C_})
         at = grid.index(self.C_)
+        on_subsample = {r["C"]: r["val_loss"] for r in self.selection_}
+        sides = [i for i in (at - 1, at + 1) if 0 <= i < len(grid)]
+        step = min(sides, key=lambda i: on_subsample.get(grid[i], np.inf)) - at if sides else 0
         tried = {at: fit_all(self.C_, start)}
-        for step in (1, -1):
-            i = at
-            while 0 <= i + step < len(grid):
-                tried[i + step] = fit_all(grid[i + step], tried[i][0])
-                if tried[i + step][1]["val_loss"] >= tried[i][1]["val_loss"]:
-                    break
-                i += step
-            if i != at:
+        i = at
+        while step and 0 <= i + step < len(grid):
+            tried[i + step] = fit_all(grid[i + step], tried[i][0])
+            if tried[i + step][1]["val_loss"] >= tried[i][1]["val_loss"]:
                 break
+            i += step
         best = min(sorted(tried), key=lambda i: tried[i][1]["val_loss"])
         self.every_row_ = [tried[i][1] for i in sorted(tried)]
         record = tried[best][1]

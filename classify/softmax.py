@@ -24,8 +24,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
 from headstart.classify.head import Layer, forward
+from headstart.classify.options import SOFTMAX_DEFAULTS, SOFTMAX_NULLABLE, SOFTMAX_OPTIONS
 from headstart.errors import ClassifyError
-from headstart.options import Choice, Range, check_options
+from headstart.options import check_options
 from headstart.tf_quiet import import_keras as quiet_import_keras
 from headstart.tf_quiet import native_stderr_captured
 
@@ -87,15 +88,16 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
     val_accuracy per epoch), ``best_epoch_`` (1-based), ``n_trainable_``, ``n_non_trainable_``.
     """
 
-    # Allowed values, checked when fit starts and used by fit-head's parser.
-    OPTIONS = {"hidden_units": Range(int, 0), "dropout": Range(float, 0, 0.95),
-               "epochs": Range(int, 1), "patience": Range(int, 0), "batch_size": Range(int, 1),
-               "learning_rate": Range(float, 0, open_low=True), "seed": Range(int, 0),
-               "class_weight": Choice(("balanced",))}
-    NULLABLE = ("class_weight",)
+    # Allowed values, checked when fit starts; fit-head's parser reads the same declaration.
+    OPTIONS = SOFTMAX_OPTIONS
+    NULLABLE = SOFTMAX_NULLABLE
 
-    def __init__(self, hidden_units: int = 0, dropout: float = 0.0, epochs: int = 100,
-                 patience: int = 5, batch_size: int = 64, learning_rate: float = 1e-3,
+    def __init__(self, hidden_units: int = SOFTMAX_DEFAULTS["hidden_units"],
+                 dropout: float = SOFTMAX_DEFAULTS["dropout"],
+                 epochs: int = SOFTMAX_DEFAULTS["epochs"],
+                 patience: int = SOFTMAX_DEFAULTS["patience"],
+                 batch_size: int = SOFTMAX_DEFAULTS["batch_size"],
+                 learning_rate: float = SOFTMAX_DEFAULTS["learning_rate"],
                  class_weight: str | None = None, seed: int = 0, verbose: bool = False):
         self.hidden_units = hidden_units
         self.dropout = dropout

@@ -39,12 +39,18 @@ Block = tuple[np.ndarray, np.ndarray, np.ndarray]
 Blocks = Callable[[], Iterable[Block]]
 
 
+SCALER_ROWS = 2048  # rows per partial_fit call: its float64 copy and temporaries stay small
+
+
 def streamed_scaler(blocks: Iterable[np.ndarray]) -> StandardScaler:
     """StandardScaler fitted by partial_fit on each block of rows, in one pass: the mean
-    and scale of `fit` on all the rows (float64), one block in memory at a time."""
+    and scale of `fit` on all the rows (float64), one block in memory at a time, fed to
+    partial_fit SCALER_ROWS rows at a time (its float64 copy and temporaries of a whole
+    block would take 3 x 8 bytes per value, more than the block itself)."""
     scaler = StandardScaler()
     for rows in blocks:
-        scaler.partial_fit(np.asarray(rows, dtype=np.float64))
+        for start in range(0, len(rows), SCALER_ROWS):
+            scaler.partial_fit(np.asarray(rows[start:start + SCALER_ROWS], dtype=np.float64))
     return scaler
 
 

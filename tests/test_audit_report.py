@@ -133,6 +133,11 @@ def test_report_is_one_self_contained_page_in_the_promised_order(photo_store):
     assert re.search(r"copies up to cosine distance \d\.\d{4} \(cosine at least \d\.\d{4}\)",
                      html)
     assert "built-in method" not in html and "object at 0x" not in html
+    assert "`" not in html and "<code>features-info --skipped</code>" in html
+    outliers = html.split("<h2>4. Outliers")[1].split("<h2>")[0]
+    flagged, _, folded = outliers.partition('<details class="near">')
+    assert flagged.count("<figure>") == sum("outlier" in k for k in kinds.values()) > 0
+    assert 0 < folded.count("<figure>") <= 8 and "below the fence (not flagged" in folded
 
 
 def test_every_thumbnail_decodes_and_is_at_most_160_pixels(photo_store):

@@ -176,7 +176,8 @@ def test_predict_refuses_a_store_that_does_not_match_the_head(heads, tmp_path, c
     other = IDENTITY.__class__(**{**IDENTITY.as_attrs(), "layer": "fc1"})
     path = make_store(tmp_path / "fc1.h5", X, y, identity=other)
     assert predict_main(["--head", str(heads / "logreg"), "--features", str(path)]) == 2
-    assert re.search(r"made differently from '.*fc1.h5' \(layer: 'fc2' vs 'fc1', head vs store\)",
+    assert re.search(r"The logreg head was fitted on VGG16 fc2 features; '.*fc1.h5' holds "
+                     r"VGG16 fc1 features; fit a head on this store instead\.",
                      one_sentence(capsys.readouterr().err))
     path = make_store(tmp_path / "wide.h5", np.zeros((60, 20), np.float32), y)
     assert predict_main(["--head", str(heads / "logreg"), "--features", str(path)]) == 2

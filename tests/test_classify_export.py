@@ -130,10 +130,9 @@ def test_every_format_agrees_with_predict(exported):
     assert (decoded.argmax(1) == expected.argmax(1)).mean() >= 0.9
 
 
-def test_tflite_files_compute_what_the_keras_model_computes(tmp_path):
-    """TFLite conversion on a small classifier (seconds, where a real backbone takes tens):
-    float32 agrees with Keras to float rounding; float16 weights halve the file."""
-    from headstart.classify.export import write_export
+def small_classifier():
+    """(model, head, pixels): a seeded 8x8 conv backbone fused with a two-layer head, whose
+    exports take seconds where a real backbone takes tens."""
     from headstart.extract.backbones import TF
     from headstart.tf_quiet import import_keras
 
@@ -149,7 +148,15 @@ def test_tflite_files_compute_what_the_keras_model_computes(tmp_path):
                 [Layer(rng.normal(0, 0.1, (64, 512)), rng.normal(0, 0.1, 512), "relu"),
                  Layer(rng.normal(0, 0.1, (512, 3)), np.zeros(3), "softmax")],
                 pipeline_identity("none (seed 0)"))
-    model = build_classifier(keras, features, head, TF)
+    return build_classifier(keras, features, head, TF), head, pixels
+
+
+def test_tflite_files_compute_what_the_keras_model_computes(tmp_path):
+    """TFLite conversion on a small classifier (seconds, where a real backbone takes tens):
+    float32 agrees with Keras to float rounding; float16 weights halve the file."""
+    from headstart.classify.export import write_export
+
+    model, head, pixels = small_classifier()
     sizes = write_export(model, tmp_path, head, tflite=True)
     assert (tmp_path / "model.tflite").stat().st_size == sizes["model.tflite"]
     expected = model.predict(pixels, verbose=0)
@@ -161,6 +168,32 @@ def test_tflite_files_compute_what_the_keras_model_computes(tmp_path):
     # Weights rounded to float16 (relative error up to 2**-11), summed over 512 units.
     np.testing.assert_allclose(tflite_probabilities(half_file, pixels), expected, atol=5e-3,
                                rtol=0)
+
+
+@pytest.mark.parametrize("formats, tflite, files", [
+    (("keras",), True, ["export.json", "labels.txt", "model.keras", "model.tflite"]),
+    (("saved_model",), False, ["export.json", "labels.txt", "saved_model"]),
+])
+def test_an_export_writes_only_the_formats_asked_for(tmp_path, formats, tflite, files):
+    """model.keras and saved_model/ hold the same weights (537 MB each for VGG16): either
+    alone. TFLite without saved_model/ converts from a SavedModel written aside and
+    removed; export.json lists what is there."""
+    from headstart.classify.export import check_formats, write_export
+    from headstart.errors import UsageError
+
+    model, head, pixels = small_classifier()
+    out = tmp_path / "model"
+    sizes = write_export(model, out, head, tflite=tflite, formats=formats)
+    assert sorted(p.name for p in out.iterdir()) == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing left aside
+    assert set(sizes) == set(files) - {"export.json", "labels.txt"}
+    description = json.loads((out / "export.json").read_text())
+    assert description["formats"] == list(formats) and "labels.txt" in description["files"]
+    if tflite:
+        lite = tflite_probabilities((out / "model.tflite").read_bytes(), pixels)
+        np.testing.assert_allclose(lite, model.predict(pixels, verbose=0), atol=1e-5, rtol=0)
+    with pytest.raises(UsageError, match="--formats takes one or both of keras, saved_model"):
+        check_formats(("onnx",))
 
 
 def test_a_bfloat16_classifier_exports_and_its_tflite_file_computes_in_float32(tmp_path):

@@ -112,10 +112,15 @@ def test_features_of_another_size_are_refused(fitted):
     with pytest.raises(HeadError, match="expects 32 features per image"):
         head.predict_proba(np.zeros((3, 4096), np.float32))
     other = replace(IDENTITY, weights="imagenet")
-    message = r"made differently .*weights: 'none \(seed 0\)' vs 'imagenet'"
+    message = (r"^The logreg head was fitted on VGG16 fc2 features of the weights none \(seed "
+               r"0\); 'other.h5' holds those of the weights imagenet; fit a head on this")
     with pytest.raises(HeadError, match=message):
         head.check_matches(other, 32, "other.h5")
     head.check_matches(replace(IDENTITY, dtype="float16"), 32, "half.h5")  # same features
+    with pytest.raises(HeadError, match=r"^The logreg head was fitted on VGG16 fc2 features "
+                                        r"made with another resize \('bilinear'; 'crop.h5' has "
+                                        r"'centre-crop'\)"):
+        head.check_matches(replace(IDENTITY, resize="centre-crop"), 32, "crop.h5")
 
 
 def test_a_store_of_other_classes_is_refused_where_labels_are_compared(fitted):

@@ -112,3 +112,68 @@ def test_a_class_too_small_names_every_such_class(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert "Classes 'Hamster' (2 images, none in" in err and "'Rabbit' (1 image, none in" in err
+
+
+COMMANDS = {  # console script: its entry point (pyproject.toml) and a flag it refuses
+    "extract-features": ("headstart.extract.cli", "main", ["PetImages", "--workers", "0"]),
+    "features-info": ("headstart.features.cli", "main", ["--bogus"]),
+    "merge-features": ("headstart.features.cli", "merge_main", ["--bogus"]),
+    "fit-head": ("headstart.classify.cli", "fit_head_main", ["--model", "logistic"]),
+    "predict": ("headstart.classify.cli", "predict_main", ["--head", "h", "--top-k", "0"]),
+    "audit-features": ("headstart.audit.cli", "main", ["-k", "1"]),
+    "export-head": ("headstart.classify.deploy_cli", "export_head_main",
+                    ["--head", "h", "--formats", "onnx"]),
+    "fine-tune": ("headstart.classify.deploy_cli", "fine_tune_main", ["--epochs", "0"]),
+}
+HEAVY = ("tensorflow", "keras", "sklearn", "scipy", "keras_hub", "matplotlib", "ray")
+
+
+def test_usage_errors_and_help_import_no_heavy_library():
+    """Every command answers --help and refuses a bad option before importing TensorFlow,
+    Keras or scikit-learn (what made a usage error take 1.5-3.3 s): checked in a fresh
+    interpreter, in sys.modules, for all eight commands."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())[
+        "project"]["scripts"]
+    assert {name: f"{module}:{main}" for name, (module, main, _) in COMMANDS.items()} == scripts
+    code = f"""
+import contextlib, importlib, io, json, sys
+found = {{}}
+for name, (module, main, bad) in {COMMANDS!r}.items():
+    entry = getattr(importlib.import_module(module), main)
+    codes = []
+    for argv in (["--help"], bad):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                codes.append(entry(argv))
+            except SystemExit as stop:
+                codes.append(stop.code)
+    found[name] = codes
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}))
+print(json.dumps({{"codes": found, "heavy": heavy}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    assert result["codes"] == {name: [0, EXIT_BAD_INPUT] for name in COMMANDS}
+
+
+@pytest.mark.parametrize("output, message", [
+    ("preds.txt", "--output must end in .csv or .json, got 'preds.txt'"),
+    ("nodir/p.csv", "The folder '.*nodir' for --output 'nodir/p.csv' does not exist"),
+])
+def test_predict_checks_its_output_before_reading_the_head_or_any_image(
+        tmp_path, capsys, monkeypatch, output, message):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    many_images(tmp_path / "new", 2)
+    assert predict_main(["--head", "no-such-head", "new", "--output", output]) == EXIT_BAD_INPUT
+    assert re.search(message, capsys.readouterr().err)
