@@ -94,6 +94,7 @@ def histogram(audit: Audit) -> str:
     # Whole counts at the decades only: minor labels (2, 3, ... x 10^n) crowd a short axis.
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(bottom=0.7)  # a bar of one image stands above the axis
     ax.axvline(1 - t.copy, color="#c44e52", linestyle="--",
                label=f"copy (within and across splits): cosine >= {1 - t.copy:.4f}")
     ax.set_xlabel("cosine similarity to the nearest image with other bytes")
