@@ -1,6 +1,6 @@
 """Benchmark fit-head on stores larger than its memory budget (the streamed linear probe).
 
-    python bench/streamed.py                       # every section (about 90 minutes, 2 cores)
+    python bench/streamed.py                       # every section (about 70 minutes, 2 cores)
     python bench/streamed.py --only agree          # some sections
     python bench/streamed.py --quick               # small stores, a few minutes
 
