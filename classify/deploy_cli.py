@@ -28,15 +28,6 @@ def _stderr(line: str) -> None:
     tqdm.write(line, file=sys.stderr)  # above a progress bar when one is shown
 
 
-def _formats(text: str) -> tuple[str, ...]:
-    """--formats keras,saved_model: names from EXPORT_FORMATS, comma-separated."""
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names or any(name not in EXPORT_FORMATS for name in names):
-        raise argparse.ArgumentTypeError(
-            f"takes one or both of {', '.join(EXPORT_FORMATS)}, comma-separated; got {text!r}")
-    return names
-
-
 def _add_export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tflite", action="store_true",
                         help="also write model.tflite (the pixels signature, for TFLite)")
@@ -62,7 +53,8 @@ def export_head_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output-dir", metavar="DIR", default="model",
                         help="export folder; an earlier export there is replaced "
                              "(default: %(default)s)")
-    parser.add_argument("--formats", type=_formats, default=EXPORT_FORMATS, metavar="LIST",
+    parser.add_argument("--formats", type=argument_type(EXPORT_OPTIONS["formats"]),
+                        default=EXPORT_FORMATS, metavar="LIST",
                         help="which of keras (model.keras) and saved_model (saved_model/) to "
                              "write; both hold the same weights, so one halves the size: "
                              "model.keras for Keras, saved_model for TensorFlow Serving, "

@@ -42,7 +42,6 @@ from headstart.classify.head import Head
 from headstart.classify.options import EXPORT_FORMATS, EXPORT_OPTIONS
 from headstart.classify.persist import load_head
 from headstart.classify.softmax import import_keras, save_keras
-from headstart.errors import UsageError
 from headstart.options import check_options
 from headstart.outputs import FolderKind, check_replaceable, replace_folder
 
@@ -117,8 +116,8 @@ def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = Fal
     from headstart.classify.predict import backbone_for_head
 
     log = log or (lambda line: None)
-    check_options({"quantize": quantize}, EXPORT_OPTIONS)
-    formats = check_formats(formats)
+    check_options({"quantize": quantize, "formats": formats}, EXPORT_OPTIONS)
+    formats = tuple(name for name in EXPORT_FORMATS if name in formats)
     out_dir = Path(out_dir)
     check_replaceable(out_dir, EXPORT_FOLDER)
     head = load_head(head_dir)
@@ -135,17 +134,6 @@ def export_head(head_dir: str | Path, out_dir: str | Path, *, tflite: bool = Fal
         formats=formats, details=details, log=log, resize=info.resize,
         float32_model=float32_model))
     return Exported(out_dir, sizes, model)
-
-
-def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
-    """`formats` as a tuple in EXPORT_FORMATS' order; UsageError (one sentence) for an
-    unknown name or none at all."""
-    names = tuple(formats)
-    unknown = [name for name in names if name not in EXPORT_FORMATS]
-    if unknown or not names:
-        raise UsageError(f"--formats takes one or both of {', '.join(EXPORT_FORMATS)}, "
-                         f"comma-separated; got {','.join(names) or 'nothing'}.")
-    return tuple(name for name in EXPORT_FORMATS if name in names)
 
 
 def write_export(model, directory: Path, head: Head, *, tflite: bool = False,

@@ -99,10 +99,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         self.mean_ = scaler.mean_.astype(np.float64)
         self.scale_ = scaler.scale_.astype(np.float64)
         codes = np.searchsorted(self.classes_, y)
-        weight = (compute_sample_weight("balanced", y) if self.class_weight == "balanced"
-                  else np.ones(len(y)))
-        val_weight = (compute_sample_weight("balanced", y_val)
-                      if self.class_weight == "balanced" else np.ones(len(y_val)))
+        weight, val_weight = self._sample_weight(y), self._sample_weight(y_val)
         dim, k = len(self.mean_), len(self.classes_)
 
         def blocks_of(rows_source, rows: np.ndarray, labels: np.ndarray,
@@ -145,6 +142,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
             return previous, record
 
         w = self._walk(fit_one)
+        walk_blocks = held = None  # the subsample is not needed on every row: free it
         if self.subsample_ is not None:
             w = self._resume_on_every_row(
                 lambda C, start: fit(everything, float(weight.sum()), len(train), C, start), w)
@@ -157,19 +155,19 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         stopping once validation loss rose `patience` times in a row; keep the lowest.
         fit_one(C) -> (model, record). Sets C_, n_iter_, converged_, selection_."""
         grid = (self.C,) if self.C is not None else tuple(sorted(self.Cs))
-        fits, self.selection_, rises = [], [], 0
+        self.selection_, rises, best, best_record = [], 0, None, None
         for C in grid:
             model, record = fit_one(C)
             loss = record.get("val_loss", 0)
             rises = rises + 1 if self.selection_ and loss > self.selection_[-1]["val_loss"] else 0
-            fits.append(model)
             self.selection_.append(record)
+            if best_record is None or loss < best_record.get("val_loss", 0):
+                best, best_record = model, record  # only the best model is kept
             if rises >= self.patience:
                 break
-        best = min(range(len(fits)), key=lambda i: self.selection_[i].get("val_loss", 0))
-        record = self.selection_[best]
-        self.C_, self.n_iter_, self.converged_ = record["C"], record["n_iter"], record["converged"]
-        return fits[best]
+        self.C_, self.n_iter_, self.converged_ = (best_record["C"], best_record["n_iter"],
+                                                  best_record["converged"])
+        return best
 
     def _resume_on_every_row(self, fit_all, start: np.ndarray) -> np.ndarray:
         """After the walk on a subsample: fit its C on every row (warm-started from the
@@ -211,6 +209,12 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
             loss += float(weight[part] @ true_class_losses(scores.p_true))
             correct += float(np.sum(scores.predicted == codes))
         return {"val_loss": loss / float(weight.sum()), "val_accuracy": correct / len(y_val)}
+
+    def _sample_weight(self, y: np.ndarray) -> np.ndarray:
+        """Each image's weight: 1, or the share that gives every class the same total
+        weight (class_weight='balanced')."""
+        return (compute_sample_weight("balanced", y) if self.class_weight == "balanced"
+                else np.ones(len(y)))
 
     def check_params(self) -> None:
         """UsageError naming the first option outside its declared range."""

@@ -8,7 +8,7 @@ are checked). Nothing here imports more than `headstart.options`.
 
 from __future__ import annotations
 
-from headstart.options import Choice, Range
+from headstart.options import Choice, Range, Subset
 
 HEADS = ("logreg", "softmax")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -43,16 +43,16 @@ SOFTMAX_DEFAULTS = {"hidden_units": 0, "dropout": 0.0, "epochs": 100, "patience"
 
 # export-head and fine-tune.
 QUANTIZE = ("none", "float16")
-EXPORT_OPTIONS = {"quantize": Choice(QUANTIZE)}
 # What export-head writes besides labels.txt and export.json (TFLite: --tflite). Both by
 # default: model.keras for Keras (load, inspect, train further), the SavedModel for
 # TensorFlow Serving, TFLite conversion and runtimes without Keras, with the `images`
 # signature and the class names in its graph. They hold the same weights.
 EXPORT_FORMATS = ("keras", "saved_model")
+EXPORT_OPTIONS = {"quantize": Choice(QUANTIZE), "formats": Subset(EXPORT_FORMATS)}
 FINE_TUNE_OPTIONS = {
     "epochs": Range(int, 1), "patience": Range(int, 0),
     "learning_rate": Range(float, 0, 1, open_low=True), "batch_size": Range(int, 1),
-    "seed": Range(int, 0), **EXPORT_OPTIONS,
+    "seed": Range(int, 0), "quantize": EXPORT_OPTIONS["quantize"],
 }
 FINE_TUNE_DEFAULTS = {"features": "features.h5", "head": "heads/softmax", "epochs": 10,
                       "patience": 3, "learning_rate": 1e-5, "batch_size": 32, "seed": 0}

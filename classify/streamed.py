@@ -71,7 +71,7 @@ def fit_logistic(blocks: Blocks, n_classes: int, dim: int, *, C: float, mean: np
     """Minimise scikit-learn's L2 logistic objective over the rows `blocks()` yields.
 
     blocks: called once per pass; yields (rows, labels, weights) with rows standardised
-        here as (rows - mean) / scale in float64.
+        here as (rows - mean) / scale in float32 (see the module docstring).
     weight_sum: S, the sum of the weights `blocks()` yields (known to the caller, so no
         pass over the rows is spent on it).
     Returns a LogisticFit. warm_start: a w of its shape to start from (e.g. the previous
@@ -117,10 +117,10 @@ def fit_logistic(blocks: Blocks, n_classes: int, dim: int, *, C: float, mean: np
 
 # ---- memory and reading --------------------------------------------------------------------
 
-# Train rows on which the streamed fit walks over C before its one fit on every row
-# (LogRegHead.fit_streamed). The C that scikit-learn's parametrisation favours (a prior
-# variance of the weights, the loss summed over rows) does not move with the number of
-# rows; bench/streamed.py measures that the subsample picks the full walk's C.
+# Train rows on which the streamed fit walks over C before it resumes the walk on every
+# row (LogRegHead.fit_streamed): the best C can move with the number of rows, so the
+# subsample's choice is where the walk on every row starts, not its answer;
+# bench/streamed.py measures both walks' choices.
 SUBSAMPLE_ROWS = 50_000
 MIN_SUBSAMPLE_ROWS = 1_000  # fewer would choose C on too few images per class
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -179,13 +179,19 @@ def fits_in_memory(n_rows: int, dim: int, budget: int) -> bool:
     return n_rows * dim * IN_MEMORY_BYTES_PER_VALUE <= budget
 
 
+def model_bytes(dim: int, n_classes: int) -> int:
+    """What L-BFGS's LBFGS_COPIES float64 copies of the coefficients take, in bytes."""
+    return LBFGS_COPIES * 8 * n_classes * (dim + 1)
+
+
 def block_rows_for(budget: int, dim: int, n_classes: int) -> int:
     """Store rows read at a time: what half of the budget holds at BLOCK_BYTES_PER_VALUE
-    per value (the other half is for the model, L-BFGS's copies and the labels), between
-    256 and 65,536. Raises UsageError when the model alone does not fit."""
+    per value (the other half is for the model with L-BFGS's copies, the labels and the
+    subsample of subsample_rows_for), between 256 and 65,536. Raises UsageError when the
+    model alone does not fit."""
     from headstart.errors import UsageError
 
-    model = LBFGS_COPIES * 8 * n_classes * (dim + 1)
+    model = model_bytes(dim, n_classes)
     if model > budget // 2:
         raise UsageError(f"--memory {budget / UNITS['M']:.0f}M is too small for a linear probe "
                          f"of {n_classes} classes x {dim} features, whose optimiser holds "
@@ -199,8 +205,7 @@ def subsample_rows_for(budget: int, dim: int, n_classes: int) -> int:
     """Train rows the walk over C may hold in memory (float32): SUBSAMPLE_ROWS, or what
     the half of the budget that blocks leave holds after the model's copies; 0 (walk on
     every row) when that is under MIN_SUBSAMPLE_ROWS."""
-    model = LBFGS_COPIES * 8 * n_classes * (dim + 1)
-    rows = min(SUBSAMPLE_ROWS, max(0, budget // 2 - model) // (4 * dim))
+    rows = min(SUBSAMPLE_ROWS, max(0, budget // 2 - model_bytes(dim, n_classes)) // (4 * dim))
     return rows if rows >= MIN_SUBSAMPLE_ROWS else 0
 
 

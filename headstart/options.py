@@ -69,7 +69,25 @@ class Range:
             raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
 
 
-Constraint = Choice | Range
+@dataclass(frozen=True)
+class Subset:
+    """One or more of a fixed set of strings: a sequence in the library, comma-separated
+    on the command line (`--formats keras,saved_model`)."""
+
+    values: tuple[str, ...]
+
+    def problem(self, value: Any) -> str | None:
+        names = (value,) if isinstance(value, str) else tuple(value)
+        if names and all(name in self.values for name in names):
+            return None
+        some = "both" if len(self.values) == 2 else "more"
+        return f"takes one or {some} of {', '.join(self.values)}, comma-separated"
+
+    def parse(self, text: str) -> tuple[str, ...]:
+        return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+Constraint = Choice | Range | Subset
 
 
 def check_option(name: str, value: Any, constraint: Constraint, *, allow_none: bool = False,

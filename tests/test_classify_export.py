@@ -178,7 +178,7 @@ def test_an_export_writes_only_the_formats_asked_for(tmp_path, formats, tflite, 
     """model.keras and saved_model/ hold the same weights (537 MB each for VGG16): either
     alone. TFLite without saved_model/ converts from a SavedModel written aside and
     removed; export.json lists what is there."""
-    from headstart.classify.export import check_formats, write_export
+    from headstart.classify.export import export_head, write_export
     from headstart.errors import UsageError
 
     model, head, pixels = small_classifier()
@@ -193,7 +193,7 @@ def test_an_export_writes_only_the_formats_asked_for(tmp_path, formats, tflite, 
         lite = tflite_probabilities((out / "model.tflite").read_bytes(), pixels)
         np.testing.assert_allclose(lite, model.predict(pixels, verbose=0), atol=1e-5, rtol=0)
     with pytest.raises(UsageError, match="--formats takes one or both of keras, saved_model"):
-        check_formats(("onnx",))
+        export_head(tmp_path / "no-head", tmp_path / "out", formats=("onnx",))
 
 
 def test_a_bfloat16_classifier_exports_and_its_tflite_file_computes_in_float32(tmp_path):
